@@ -1,0 +1,152 @@
+"""The contract every architecture implements, and the parts of compress/decompress they all share.
+
+A learned codec here is four transforms plus one entropy-coding loop (CompressAI's ``CompressionModel`` shape)::
+
+        x ──g_a──▶ y ──h_a──▶ z ──[EntropyBottleneck, rANS]──▶ z_hat
+                    │                                             │
+                    │           code_latent(y, z_hat, coder)  ◀───┘   hyper synthesis + context + parameter
+                    └──────────▶ [GaussianConditional, rANS] ──▶ y_hat ──g_s──▶ x_hat
+
+* ``analysis`` (g_a) and ``synthesis`` (g_s) are the heavy transforms. They run batched, in float32, on any
+  device; their float noise never reaches the entropy coder.
+* ``hyper_analysis`` (h_a) only runs on the encoder, so its float noise does not matter either.
+* ``code_latent`` is the architecture's entropy-parameter schedule (STF's channel slices, TIC's causal-attention
+  wavefront, the zigzag chunk order). It is written once and driven by an encoder or a decoder
+  (:mod:`model_store.entropy.coding`), on the CPU in float64, one image at a time, which makes the coder inputs
+  identical on both sides whatever the batch size, thread count or device of the transforms.
+
+``forward`` is the training pass: additive-noise proxies and likelihoods for the rate term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models.base import CompressionModel, get_scale_table
+from torch import Tensor
+
+from model_store.entropy.coding import (
+    CANONICAL_DTYPE,
+    GaussianSymbolCoder,
+    GaussianSymbolDecoder,
+    GaussianSymbolEncoder,
+)
+
+Shape = Tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LatentPayload:
+    """One image's entropy-coded latents: what the container stores besides its header fields."""
+
+    z_string: bytes
+    y_string: bytes
+    z_shape: Shape  # (C, H, W) of the hyper-latent
+    y_shape: Shape  # (C, H, W) of the latent
+    index_crc: int  # CRC32 of every scale index in coding order (see entropy.coding)
+
+
+class LearnedImageCodec(CompressionModel):
+    """Base class of every architecture (see the module docstring for the data flow).
+
+    Subclasses set ``g_a``, ``g_s``, ``h_a``, ``entropy_bottleneck`` and ``gaussian_conditional`` and implement
+    :meth:`code_latent`, :meth:`forward`, and the class attributes below.
+    """
+
+    #: Spatial size multiple the input must be padded to (latent stride x the coarsest window/patch demand).
+    pad_multiple: int = 64
+    #: Downsampling factor of g_a (the latent is H / latent_stride).
+    latent_stride: int = 16
+    #: Downsampling factor of g_a then h_a.
+    hyper_stride: int = 64
+    #: Sub-module names the encoder/decoder need besides the heavy transforms; the canonical float64 copy keeps
+    #: everything except these heavy ones.
+    heavy_modules: Tuple[str, ...] = ("g_a", "g_s")
+
+    latent_channels: int
+    hyper_channels: int
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    # -- transforms ---------------------------------------------------------------------------------------------
+    def analysis(self, x: Tensor) -> Tensor:
+        return self.g_a(x)
+
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        return self.g_s(y_hat)
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        return self.h_a(y)
+
+    # -- the architecture's entropy schedule ---------------------------------------------------------------------
+    def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
+        """Run the entropy-parameter schedule for one image and return ``y_hat`` of shape ``(1, *y_shape)``.
+
+        ``y`` is the latent on the encoder side and ``None`` on the decoder side; every group of values must go
+        through ``coder.code(scales, means, y_group)`` in the same order on both sides.
+        """
+        raise NotImplementedError
+
+    # -- real bitstreams (called on the canonical CPU float64 copy, one image at a time) -------------------------
+    def compress_latent(self, y: Tensor) -> LatentPayload:
+        """Entropy-code one image's latent ``y`` of shape ``(1, C, H, W)``."""
+        if y.dim() != 4 or y.size(0) != 1:
+            raise ValueError(f"compress_latent codes one image at a time, got shape {tuple(y.shape)}")
+        y = y.to(CANONICAL_DTYPE)
+        z = self.hyper_analysis(y)
+        z_string = self.entropy_bottleneck.compress(z)[0]
+        z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
+        encoder = GaussianSymbolEncoder(self.gaussian_conditional)
+        y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
+        self.code_latent(y, z_hat, encoder, y_shape)
+        return LatentPayload(
+            z_string=z_string,
+            y_string=encoder.finish(),
+            z_shape=tuple(z.shape[1:]),  # type: ignore[arg-type]
+            y_shape=y_shape,
+            index_crc=encoder.index_crc,
+        )
+
+    def decompress_latent(self, payload: LatentPayload) -> Tensor:
+        """Decode ``y_hat`` of shape ``(1, *y_shape)``; raises CoderMismatchError if coder inputs diverged."""
+        z_hat = self.entropy_bottleneck.decompress([payload.z_string], payload.z_shape[1:])
+        decoder = GaussianSymbolDecoder(self.gaussian_conditional, payload.y_string)
+        y_hat = self.code_latent(None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape)
+        decoder.verify(payload.index_crc)
+        return y_hat
+
+    def expected_shapes(self, padded_h: int, padded_w: int) -> Tuple[Shape, Shape]:
+        """(z_shape, y_shape) for a padded input size; the container checks headers against this."""
+        y = (self.latent_channels, padded_h // self.latent_stride, padded_w // self.latent_stride)
+        z = (self.hyper_channels, padded_h // self.hyper_stride, padded_w // self.hyper_stride)
+        return z, y
+
+    # -- entropy model tables ------------------------------------------------------------------------------------
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """Compute CDF tables (once, at export time; shipped weights carry them and are never recomputed)."""
+        if scale_table is None:
+            scale_table = get_scale_table()
+        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+
+def make_entropy_models(hyper_channels: int) -> Tuple[EntropyBottleneck, GaussianConditional]:
+    """The two entropy models every architecture here uses (factorized prior for z, Gaussian for y)."""
+    return EntropyBottleneck(hyper_channels), GaussianConditional(None)
+
+
+def likelihoods_dict(y_likelihoods: Tensor, z_likelihoods: Tensor) -> Dict[str, Tensor]:
+    return {"y": y_likelihoods, "z": z_likelihoods}
+
+
+def total_bpp(likelihoods: Dict[str, Tensor], num_pixels: int) -> Tensor:
+    """Estimated bits per pixel of a training forward pass (sum of -log2 likelihoods / pixels)."""
+    return sum(torch.log2(l).sum() for l in likelihoods.values()) / (-num_pixels)  # type: ignore[return-value]
+
+
+def count_parameters(module: torch.nn.Module, exclude: Sequence[str] = ()) -> int:
+    """Trainable parameter count, the number the papers report."""
+    return sum(p.numel() for n, p in module.named_parameters() if not any(n.startswith(e) for e in exclude))

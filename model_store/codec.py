@@ -1,0 +1,216 @@
+"""Images in, container bytes out (and back): the one place that pads, batches, codes and crops.
+
+::
+
+    uint8 HxWx3 ──pad_to_multiple──▶ x ──analysis (batched, device, fp32)──▶ y
+        y[i] ──canonical copy (CPU, float64, one image)──▶ LatentPayload ──container.pack──▶ bytes
+    bytes ──container.unpack + header checks──▶ LatentPayload ──canonical copy──▶ y_hat[i]
+        y_hat (batched) ──synthesis (device, fp32)──▶ x_hat ──crop, round──▶ uint8 HxWx3
+
+The split into ``analyse`` / ``encode_latent`` and ``decode_latent`` / ``synthesise`` is what the service's
+batching uses: the network passes run batched on the device while rANS coding runs per image on CPU threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model_store import container
+from model_store.architectures.base import LatentPayload, LearnedImageCodec
+from model_store.entropy.coding import CANONICAL_DTYPE
+from model_store.errors import BitstreamError, ImageInputError, UnknownModelError, WeightsMismatchError
+from model_store.image_io import ImageLimits, check_dimensions
+
+
+def pad_amounts(height: int, width: int, multiple: int) -> Tuple[int, int]:
+    """Rows and columns to add so both sides become multiples of ``multiple``."""
+    return (-height) % multiple, (-width) % multiple
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Replicate-pad the bottom/right edges (cheaper to code than zeros; the decoder crops them away)."""
+    pad_bottom, pad_right = pad_amounts(x.shape[-2], x.shape[-1], multiple)
+    if pad_bottom == 0 and pad_right == 0:
+        return x
+    return F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
+
+
+def image_to_tensor(image: np.ndarray) -> Tensor:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageInputError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor_to_image(x: Tensor) -> np.ndarray:
+    return x.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def canonical_copy(model: LearnedImageCodec) -> LearnedImageCodec:
+    """The CPU float64 copy that runs the entropy-parameter path (everything but the heavy transforms)."""
+    heavy = {name: model._modules[name] for name in model.heavy_modules if name in model._modules}
+    try:
+        for name in heavy:
+            model._modules[name] = None
+        clone = copy.deepcopy(model)
+    finally:
+        model._modules.update(heavy)
+    return clone.to(device="cpu", dtype=CANONICAL_DTYPE).eval()
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a stream's header says about the weights that made it."""
+
+    model_id: str
+    quality: int
+    digest: bytes
+
+
+class ImageCodec:
+    """A loaded (model, quality) that turns RGB arrays into container streams and back."""
+
+    def __init__(
+        self,
+        model: LearnedImageCodec,
+        identity: ModelIdentity,
+        device: str = "cpu",
+        limits: ImageLimits = ImageLimits(),
+    ):
+        self.identity = identity
+        self.device = torch.device(device)
+        self.limits = limits
+        self.model = model.to(self.device).float().eval()
+        self.canonical = canonical_copy(self.model)
+
+    @classmethod
+    def from_registry(cls, model: Optional[str], quality: int, device: str = "cpu", **kwargs) -> "ImageCodec":
+        from model_store import registry
+
+        entry = registry.resolve(model, quality)
+        net = registry.load_model(entry)
+        return cls(net, ModelIdentity(entry.model_id, entry.quality, entry.digest), device=device, **kwargs)
+
+    @property
+    def pad_multiple(self) -> int:
+        return self.model.pad_multiple
+
+    # -- encoder ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def analyse(self, images: Sequence[np.ndarray]) -> Tensor:
+        """Batched g_a over same-sized images; returns the latents on the CPU (float32)."""
+        shapes = {img.shape for img in images}
+        if len(shapes) != 1:
+            raise ValueError(f"a batch must hold images of one size, got {sorted(shapes)}")
+        h, w = images[0].shape[:2]
+        check_dimensions(w, h, self.limits)
+        x = torch.stack([image_to_tensor(img) for img in images]).to(self.device)
+        return self.model.analysis(pad_to_multiple(x, self.pad_multiple)).float().cpu()
+
+    @torch.no_grad()
+    def encode_latent(self, y: Tensor, height: int, width: int) -> bytes:
+        """Entropy-code one latent (``(C, h, w)`` or ``(1, C, h, w)``) into a complete container stream."""
+        payload = self.canonical.compress_latent(y.reshape(1, *y.shape[-3:]))
+        pad_bottom, pad_right = pad_amounts(height, width, self.pad_multiple)
+        header = container.StreamHeader(
+            model_id=self.identity.model_id,
+            weights_digest=self.identity.digest,
+            quality=self.identity.quality,
+            height=height,
+            width=width,
+            pad_bottom=pad_bottom,
+            pad_right=pad_right,
+            latent_shapes=(payload.z_shape, payload.y_shape),
+            payload_lengths=(len(payload.z_string), len(payload.y_string)),
+            coder_crc=payload.index_crc,
+            payload_crc=0,
+        )
+        return container.pack(header, [payload.z_string, payload.y_string])
+
+    def compress_batch(self, images: Sequence[np.ndarray]) -> List[bytes]:
+        y = self.analyse(images)
+        h, w = images[0].shape[:2]
+        return [self.encode_latent(y[i], h, w) for i in range(len(images))]
+
+    def compress(self, image: np.ndarray) -> bytes:
+        return self.compress_batch([image])[0]
+
+    # -- decoder ---------------------------------------------------------------------------------------------
+    def check_header(self, header: container.StreamHeader) -> None:
+        """Everything that can be refused before decoding: identity, limits, shape consistency."""
+        if header.model_id != self.identity.model_id or header.quality != self.identity.quality:
+            raise UnknownModelError(
+                f"stream was made by {header.model_id} q{header.quality}; "
+                f"this codec is {self.identity.model_id} q{self.identity.quality}"
+            )
+        if header.weights_digest != self.identity.digest:
+            raise WeightsMismatchError(
+                f"stream was made by {header.model_id} q{header.quality} with weights "
+                f"{header.weights_digest.hex()[:12]}…, loaded weights are {self.identity.digest.hex()[:12]}…"
+            )
+        check_dimensions(header.width, header.height, self.limits)
+        expected_pad = pad_amounts(header.height, header.width, self.pad_multiple)
+        if (header.pad_bottom, header.pad_right) != expected_pad:
+            raise BitstreamError("padding in the header does not match the model's multiple")
+        z_shape, y_shape = self.model.expected_shapes(*header.padded_size)
+        if tuple(header.latent_shapes) != (z_shape, y_shape):
+            raise BitstreamError(
+                f"latent shapes {header.latent_shapes} do not match the image size (expected {(z_shape, y_shape)})"
+            )
+
+    @torch.no_grad()
+    def decode_latent(self, data: bytes) -> Tuple[Tensor, container.StreamHeader]:
+        """Parse, check and entropy-decode one stream; returns ``y_hat`` (1, C, h, w) float32 and its header."""
+        self.check_header(container.parse_header(data))
+        stream = container.unpack(data)
+        header = stream.header
+        payload = LatentPayload(
+            z_string=stream.payloads[0],
+            y_string=stream.payloads[1],
+            z_shape=header.latent_shapes[0],
+            y_shape=header.latent_shapes[1],
+            index_crc=header.coder_crc,
+        )
+        try:
+            y_hat = self.canonical.decompress_latent(payload)
+        except (RuntimeError, ValueError, IndexError) as exc:  # rANS refusing a forged payload
+            raise BitstreamError(f"payload could not be entropy-decoded: {exc}") from None
+        return y_hat.float(), header
+
+    @torch.no_grad()
+    def synthesise(self, y_hats: Sequence[Tensor], headers: Sequence[container.StreamHeader]) -> List[np.ndarray]:
+        """Batched g_s over same-shaped latents, then crop each image back to its original size."""
+        y = torch.cat(list(y_hats)).to(self.device)
+        x_hat = self.model.synthesis(y)
+        return [tensor_to_image(x_hat[i, :, : hd.height, : hd.width]) for i, hd in enumerate(headers)]
+
+    def decompress_batch(self, streams: Sequence[bytes]) -> List[np.ndarray]:
+        decoded = [self.decode_latent(s) for s in streams]
+        groups: dict = {}
+        for i, (y_hat, _) in enumerate(decoded):
+            groups.setdefault(tuple(y_hat.shape), []).append(i)
+        out: List[Optional[np.ndarray]] = [None] * len(streams)
+        for indices in groups.values():
+            images = self.synthesise([decoded[i][0] for i in indices], [decoded[i][1] for i in indices])
+            for i, img in zip(indices, images):
+                out[i] = img
+        return out  # type: ignore[return-value]
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        return self.decompress_batch([data])[0]
+
+
+def load_codec(model: Optional[str], quality: int, device: str = "cpu") -> ImageCodec:
+    """Load a shipped (model, quality); ``model=None`` is the default model."""
+    return ImageCodec.from_registry(model, quality, device=device)
+
+
+def bits_per_pixel(stream: bytes, height: int, width: int) -> float:
+    return 8.0 * len(stream) / float(height * width) if height * width else math.nan

@@ -1,0 +1,136 @@
+"""Portable Gaussian symbol coding: one rANS string per latent, encoder and decoder driven by the same loop.
+
+Why this exists (CompressAI issues #279 / #309): rANS decodes correctly only when the decoder feeds it exactly
+the scale indexes the encoder used. Those indexes come from neural networks (hyper synthesis, context model,
+parameter nets) whose float results change with batch size, thread count and device. One flipped index
+desynchronises the stream and the image becomes garbage. We design that out in three ways:
+
+1. The *entropy-parameter path* (everything between the transmitted ``z_hat`` and the coder inputs) runs on the
+   CPU, one image at a time, in float64 (:data:`CANONICAL_DTYPE`), on both sides. A float64 difference large
+   enough to move a scale across a table boundary needs ~1e-15 relative error exactly at the boundary.
+2. Encoder and decoder run the *same* schedule code: an architecture writes one ``code_latent(y, z_hat, coder)``
+   loop, and ``coder`` is either a :class:`GaussianSymbolEncoder` (knows ``y``) or a
+   :class:`GaussianSymbolDecoder` (reads symbols from the stream). Both return the same ``y_hat`` for every
+   step, so context models see identical inputs on both sides by construction.
+3. Both sides fold every scale index into a CRC32. The encoder stores it in the container; the decoder compares
+   after decoding and raises :class:`~model_store.errors.CoderMismatchError` instead of returning garbage.
+
+Symbol convention (same as CompressAI): ``symbol = round(y - mean)``, ``y_hat = symbol + mean``; values outside
+a CDF's support are escape-coded by the rANS coder itself.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Optional, Protocol
+
+import numpy as np
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import GaussianConditional
+from torch import Tensor
+
+from model_store.errors import CoderMismatchError
+
+CANONICAL_DTYPE = torch.float64
+"""Precision of the entropy-parameter path on both sides of the channel."""
+
+
+class _CdfTables:
+    """The Gaussian conditional's integer CDF tables as Python lists, converted once per coder."""
+
+    def __init__(self, gaussian: GaussianConditional):
+        if gaussian.quantized_cdf.numel() == 0:
+            raise RuntimeError("GaussianConditional has no CDF tables: load weights with their tables or update()")
+        self.gaussian = gaussian
+        self.cdf = gaussian.quantized_cdf.tolist()
+        self.cdf_length = gaussian.cdf_length.reshape(-1).int().tolist()
+        self.offset = gaussian.offset.reshape(-1).int().tolist()
+
+    def indexes(self, scales: Tensor) -> Tensor:
+        return self.gaussian.build_indexes(scales)
+
+
+def _crc_indexes(crc: int, indexes: Tensor) -> int:
+    return zlib.crc32(np.ascontiguousarray(indexes.reshape(-1).numpy(), dtype="<i4").tobytes(), crc)
+
+
+class GaussianSymbolCoder(Protocol):
+    """What an architecture's ``code_latent`` loop talks to; see the module docstring."""
+
+    def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor]) -> Tensor:
+        """Code (or decode) one group of latent values and return their reconstruction ``y_hat``.
+
+        ``scales`` and ``means`` have the group's shape; ``y`` is the encoder's exact values (``None`` on the
+        decoder side, where the values come from the stream instead).
+        """
+        ...
+
+    @property
+    def is_encoder(self) -> bool: ...
+
+
+class GaussianSymbolEncoder:
+    """Collects groups in coding order and flushes them as one rANS string."""
+
+    is_encoder = True
+
+    def __init__(self, gaussian: GaussianConditional):
+        self._tables = _CdfTables(gaussian)
+        self._rans = BufferedRansEncoder()
+        self.index_crc = 0
+        self.symbol_count = 0
+
+    def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor]) -> Tensor:
+        if y is None:
+            raise ValueError("the encoder needs the latent values y")
+        indexes = self._tables.indexes(scales)
+        centred = y if means is None else y - means
+        symbols = torch.round(centred).to(torch.int32)
+        self._rans.encode_with_indexes(
+            symbols.reshape(-1).tolist(),
+            indexes.reshape(-1).tolist(),
+            self._tables.cdf,
+            self._tables.cdf_length,
+            self._tables.offset,
+        )
+        self.index_crc = _crc_indexes(self.index_crc, indexes)
+        self.symbol_count += symbols.numel()
+        y_hat = symbols.to(scales.dtype)
+        return y_hat if means is None else y_hat + means
+
+    def finish(self) -> bytes:
+        return self._rans.flush()
+
+
+class GaussianSymbolDecoder:
+    """Reads groups back from one rANS string in the order the encoder wrote them."""
+
+    is_encoder = False
+
+    def __init__(self, gaussian: GaussianConditional, data: bytes):
+        self._tables = _CdfTables(gaussian)
+        self._rans = RansDecoder()
+        self._rans.set_stream(data)
+        self.index_crc = 0
+
+    def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor] = None) -> Tensor:
+        indexes = self._tables.indexes(scales)
+        values = self._rans.decode_stream(
+            indexes.reshape(-1).tolist(),
+            self._tables.cdf,
+            self._tables.cdf_length,
+            self._tables.offset,
+        )
+        self.index_crc = _crc_indexes(self.index_crc, indexes)
+        y_hat = torch.tensor(values, dtype=scales.dtype).reshape(scales.shape)
+        return y_hat if means is None else y_hat + means
+
+    def verify(self, expected_crc: int) -> None:
+        """Fail loudly if this side derived different coder inputs than the encoder."""
+        if self.index_crc != expected_crc:
+            raise CoderMismatchError(
+                "entropy-coder inputs differ from the encoder's (scale-index CRC "
+                f"{self.index_crc:08x} != {expected_crc:08x}); the stream cannot be decoded faithfully here"
+            )
+

@@ -1,0 +1,184 @@
+"""Shipped weights: ``(model, quality)`` -> preset + fp16 safetensors file + sha256, from per-version manifests.
+
+On-disk layout (Triton-like, one folder per model and version)::
+
+    model_store/weights/
+        default.json                      {"model": "<model id>"}: what the service and CLI use by default
+        <model id>/<version>/manifest.json   arch, preset, qualities -> {file, sha256, bytes, lambda, rd}, recipe
+        <model id>/<version>/q<N>.safetensors   fp16 parameters + int32 CDF tables (computed once at export)
+        <model id>/<version>/MODEL_CARD.md
+
+A model id is ``<arch>-<preset>`` (e.g. ``stf-small``). The sha256 in the manifest is checked when a file is
+loaded and is written into every bitstream header, so a stream made with other weights is refused by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model_store.architectures.base import LearnedImageCodec
+from model_store.architectures.registry import create_model, get_preset
+from model_store.errors import UnknownModelError, WeightsFileError
+
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+STORED_FLOAT_DTYPE = torch.float16
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One shipped (model, quality): where its weights are and what they must hash to."""
+
+    model_id: str
+    arch: str
+    preset: str
+    version: str
+    quality: int
+    path: Path
+    sha256: str
+    lmbda: float
+
+    @property
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.sha256)
+
+
+def _manifests(root: Path) -> List[dict]:
+    found = []
+    for manifest_path in sorted(root.glob("*/*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        manifest["_dir"] = manifest_path.parent
+        found.append(manifest)
+    return found
+
+
+@lru_cache(maxsize=None)
+def _index(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[int, WeightsEntry]]:
+    """model id -> quality -> entry, the newest version of each model winning."""
+    index: Dict[str, Dict[int, WeightsEntry]] = {}
+    versions: Dict[str, str] = {}
+    for manifest in _manifests(root):
+        model_id, version = manifest["model"], manifest["version"]
+        if model_id in versions and versions[model_id] >= version:
+            continue
+        versions[model_id] = version
+        index[model_id] = {
+            int(q): WeightsEntry(
+                model_id=model_id,
+                arch=manifest["arch"],
+                preset=manifest["preset"],
+                version=version,
+                quality=int(q),
+                path=manifest["_dir"] / item["file"],
+                sha256=item["sha256"],
+                lmbda=float(item["lambda"]),
+            )
+            for q, item in manifest["qualities"].items()
+        }
+    return index
+
+
+def shipped_models(root: Path = WEIGHTS_ROOT) -> Dict[str, List[int]]:
+    """Model ids that ship weights, with their qualities."""
+    return {model: sorted(entries) for model, entries in _index(root).items()}
+
+
+def default_model(root: Path = WEIGHTS_ROOT) -> str:
+    path = root / "default.json"
+    if path.exists():
+        return json.loads(path.read_text())["model"]
+    shipped = shipped_models(root)
+    if not shipped:
+        raise UnknownModelError("no shipped weights found under " + str(root))
+    return sorted(shipped)[0]
+
+
+def resolve(model: Optional[str], quality: int, root: Path = WEIGHTS_ROOT) -> WeightsEntry:
+    """Find the weights of ``(model, quality)``; ``model=None`` means the default model."""
+    model = model or default_model(root)
+    index = _index(root)
+    if model not in index:
+        raise UnknownModelError(f"unknown model {model!r}; shipped models: {sorted(index) or 'none'}")
+    if quality not in index[model]:
+        raise UnknownModelError(f"model {model!r} has qualities {sorted(index[model])}, not {quality}")
+    return index[model][quality]
+
+
+def find_by_digest(digest: bytes, root: Path = WEIGHTS_ROOT) -> Optional[WeightsEntry]:
+    for entries in _index(root).values():
+        for entry in entries.values():
+            if entry.digest == digest:
+                return entry
+    return None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(entry: WeightsEntry) -> LearnedImageCodec:
+    """Build the architecture and load its shipped weights (float32 in memory), checking the sha256 first."""
+    if not entry.path.exists():
+        raise WeightsFileError(f"weights file for {entry.model_id} q{entry.quality} is missing: {entry.path.name}")
+    actual = sha256_file(entry.path)
+    if actual != entry.sha256:
+        raise WeightsFileError(
+            f"weights file {entry.path.name} of {entry.model_id} has sha256 {actual[:12]}…, "
+            f"the manifest says {entry.sha256[:12]}…"
+        )
+    model = create_model(entry.arch, entry.preset, entry.quality)
+    load_state(model, load_file(str(entry.path)))
+    return model.eval()
+
+
+def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None:
+    """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed)."""
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    model.load_state_dict(state)
+
+
+def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:
+    """Round parameters to fp16 FIRST, then compute CDF tables from the rounded values.
+
+    The order matters: the tables must describe exactly the parameters a loader will see, so a loader uses the
+    stored tables as they are (no recomputation, no float drift between machines). Parameters are stored as
+    fp16; float buffers (the Gaussian scale table, bounds) stay float32 because the CDF tables were built from
+    their float32 values; integer CDF tables are int32.
+    """
+    params = {name for name, _ in model.named_parameters()}
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.copy_(p.to(STORED_FLOAT_DTYPE).float())
+    model.update(force=True)
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if k in params:
+            out[k] = v.to(STORED_FLOAT_DTYPE)
+        elif v.is_floating_point():
+            out[k] = v.float()
+        else:
+            out[k] = v.to(torch.int32)
+    return out
+
+
+def save_weights(model: LearnedImageCodec, path: Path, metadata: Optional[Dict[str, str]] = None) -> str:
+    """Write fp16 safetensors with CDF tables; returns the file's sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(export_state(model), str(path), metadata=metadata or {})
+    return sha256_file(path)
+
+
+def preset_lambda(arch: str, preset: str, quality: int) -> float:
+    return float(get_preset(arch, preset).lambdas[quality])

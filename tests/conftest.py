@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny, randomly initialised mean-scale hyperprior that exercises the codec core.
+
+It is a real model (real transforms, real rANS), just small enough for millisecond tests of the container,
+codec wrapper and determinism machinery independently of any one published architecture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, make_entropy_models
+from model_store.codec import ImageCodec, ModelIdentity
+
+
+class TinyHyperprior(LearnedImageCodec):
+    """Mean-scale hyperprior (Minnen et al. 2018 without context), two latent slices coded in sequence."""
+
+    pad_multiple = 64
+    latent_channels = 8
+    hyper_channels = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        m, n = self.latent_channels, self.hyper_channels
+        conv = lambda i, o, s: nn.Conv2d(i, o, 3, stride=s, padding=1)  # noqa: E731
+        up = lambda i, o: nn.ConvTranspose2d(i, o, 4, stride=2, padding=1)  # noqa: E731
+        self.g_a = nn.Sequential(conv(3, 12, 2), nn.GELU(), conv(12, 12, 2), nn.GELU(), conv(12, 12, 2), nn.GELU(), conv(12, m, 2))
+        self.g_s = nn.Sequential(up(m, 12), nn.GELU(), up(12, 12), nn.GELU(), up(12, 12), nn.GELU(), up(12, 3))
+        self.h_a = nn.Sequential(conv(m, n, 2), nn.GELU(), conv(n, n, 2))
+        self.h_s = nn.Sequential(up(n, 8), nn.GELU(), up(8, 2 * m))
+        self.slice_net = nn.Conv2d(2 * m + m // 2, m, 3, padding=1)
+        self.entropy_bottleneck, self.gaussian_conditional = make_entropy_models(n)
+
+    def _params(self, hyper, first_half):
+        half = self.latent_channels // 2
+        if first_half is None:
+            scales, means = hyper[:, :half], hyper[:, self.latent_channels : self.latent_channels + half]
+            return scales.abs(), means
+        out = self.slice_net(torch.cat([hyper, first_half], dim=1))
+        return out[:, :half].abs(), out[:, half:]
+
+    def code_latent(self, y, z_hat, coder, y_shape):
+        hyper = self.h_s(z_hat)
+        half = self.latent_channels // 2
+        scales, means = self._params(hyper, None)
+        first = coder.code(scales, means, None if y is None else y[:, :half])
+        scales, means = self._params(hyper, first)
+        second = coder.code(scales, means, None if y is None else y[:, half:])
+        return torch.cat([first, second], dim=1)
+
+    def forward(self, x):
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_hat, z_lik = self.entropy_bottleneck(z)
+        hyper = self.h_s(z_hat)
+        half = self.latent_channels // 2
+        s1, m1 = self._params(hyper, None)
+        y1, l1 = self.gaussian_conditional(y[:, :half], s1, m1)
+        s2, m2 = self._params(hyper, y1)
+        y2, l2 = self.gaussian_conditional(y[:, half:], s2, m2)
+        x_hat = self.g_s(torch.cat([y1, y2], 1))
+        return {"x_hat": x_hat, "likelihoods": likelihoods_dict(torch.cat([l1, l2], 1), z_lik)}
+
+
+def make_tiny_codec(seed: int = 0) -> ImageCodec:
+    torch.manual_seed(seed)
+    model = TinyHyperprior()
+    model.update(force=True)
+    identity = ModelIdentity("tiny-test", 1, bytes(range(32)))
+    return ImageCodec(model, identity)
+
+
+def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth-plus-texture RGB image (gradients, blobs and noise), closer to a photo than flat colour."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack(
+        [
+            128 + 80 * np.sin(xx / 17.0 + c) * np.cos(yy / 23.0 - c) + 30 * np.sin((xx + yy) / 7.0 + 2 * c)
+            for c in range(3)
+        ],
+        axis=-1,
+    )
+    noise = rng.normal(0, 8, size=(h, w, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec() -> ImageCodec:
+    return make_tiny_codec()
