@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -91,10 +92,12 @@ class ImageCodec:
         self.canonical = canonical_copy(self.model)
 
     @classmethod
-    def from_registry(cls, model: Optional[str], quality: int, device: str = "cpu", **kwargs) -> "ImageCodec":
+    def from_registry(
+        cls, model: Optional[str], quality: int, device: str = "cpu", root: Optional[Path] = None, **kwargs
+    ) -> "ImageCodec":
         from model_store import registry
 
-        entry = registry.resolve(model, quality)
+        entry = registry.resolve(model, quality, root=root or registry.WEIGHTS_ROOT)
         net = registry.load_model(entry)
         return cls(net, ModelIdentity(entry.model_id, entry.quality, entry.digest), device=device, **kwargs)
 
@@ -207,9 +210,9 @@ class ImageCodec:
         return self.decompress_batch([data])[0]
 
 
-def load_codec(model: Optional[str], quality: int, device: str = "cpu") -> ImageCodec:
+def load_codec(model: Optional[str], quality: int, device: str = "cpu", root: Optional[Path] = None) -> ImageCodec:
     """Load a shipped (model, quality); ``model=None`` is the default model."""
-    return ImageCodec.from_registry(model, quality, device=device)
+    return ImageCodec.from_registry(model, quality, device=device, root=root)
 
 
 def bits_per_pixel(stream: bytes, height: int, width: int) -> float:

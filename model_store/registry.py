@@ -182,3 +182,44 @@ def save_weights(model: LearnedImageCodec, path: Path, metadata: Optional[Dict[s
 
 def preset_lambda(arch: str, preset: str, quality: int) -> float:
     return float(get_preset(arch, preset).lambdas[quality])
+
+
+def refresh() -> None:
+    """Forget cached manifests (after an export wrote new weights)."""
+    _index.cache_clear()
+
+
+def write_model_version(
+    models: Dict[int, LearnedImageCodec],
+    arch: str,
+    preset: str,
+    version: str,
+    root: Path = WEIGHTS_ROOT,
+    recipe: Optional[dict] = None,
+    rd_points: Optional[Dict[int, dict]] = None,
+) -> Path:
+    """Export ``quality -> model`` as ``<root>/<arch>-<preset>/<version>/`` with fp16 files and a manifest."""
+    model_id = f"{arch}-{preset}"
+    folder = root / model_id / version
+    qualities = {}
+    for quality, model in sorted(models.items()):
+        name = f"q{quality}.safetensors"
+        digest = save_weights(model, folder / name, metadata={"model": model_id, "quality": str(quality)})
+        qualities[str(quality)] = {
+            "file": name,
+            "sha256": digest,
+            "bytes": (folder / name).stat().st_size,
+            "lambda": preset_lambda(arch, preset, quality),
+            "rd": (rd_points or {}).get(quality, {}),
+        }
+    manifest = {
+        "model": model_id,
+        "arch": arch,
+        "preset": preset,
+        "version": version,
+        "qualities": qualities,
+        "recipe": recipe or {},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    refresh()
+    return folder

@@ -1,0 +1,180 @@
+"""Encode/decode time and peak memory of every architecture preset on a 768x512 image, next to CompressAI's
+``mbt2018-mean`` and ``cheng2020-attn`` (quality 3, random init: timing does not depend on training) measured in
+the same run on the same machine.
+
+    python benchmarks/codec.py [--presets small tiny] [--archs stf tic ...] [--repeats 3] [--threads 2]
+
+Each codec runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own. Results go to
+``benchmarks/results/codec.json`` and ``benchmarks/results/codec.md`` with ratios against mbt2018-mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+REFERENCE = "compressai:mbt2018-mean"
+sys.path.insert(0, str(ROOT))
+H, W = 512, 768
+
+
+def _image():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import natural_image
+
+    return natural_image(H, W, seed=0)
+
+
+def measure_ours(arch: str, preset: str, quality: int, repeats: int) -> dict:
+    import torch
+
+    from model_store.architectures.base import count_parameters
+    from model_store.architectures.registry import create_model
+    from model_store.codec import ImageCodec, ModelIdentity
+
+    torch.manual_seed(0)
+    model = create_model(arch, preset, quality)
+    model.update(force=True)
+    codec = ImageCodec(model, ModelIdentity(f"{arch}-{preset}", quality, bytes(32)))
+    img = _image()
+    enc, dec, stream = [], [], b""
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        stream = codec.compress(img)
+        enc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        codec.decompress(stream)
+        dec.append(time.perf_counter() - t0)
+    return {"params": count_parameters(model), "enc_s": min(enc), "dec_s": min(dec), "bytes": len(stream)}
+
+
+def measure_compressai(name: str, quality: int, repeats: int) -> dict:
+    import torch
+    from compressai.zoo import image_models
+
+    torch.manual_seed(0)
+    net = image_models[name](quality=quality, pretrained=False).eval()
+    net.update(force=True)
+    img = _image()
+    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    enc, dec = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = net.compress(x)
+            enc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            net.decompress(out["strings"], out["shape"])
+            dec.append(time.perf_counter() - t0)
+    params = sum(p.numel() for p in net.parameters())
+    return {"params": params, "enc_s": min(enc), "dec_s": min(dec), "bytes": sum(len(s[0]) for s in out["strings"])}
+
+
+def child(spec: str, quality: int, repeats: int, threads: int) -> None:
+    """Run one measurement and print it as JSON (called in a fresh process)."""
+    import resource
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    if spec.startswith("compressai:"):
+        result = measure_compressai(spec.split(":", 1)[1], quality, repeats)
+    else:
+        arch, preset = spec.split("-", 1)
+        result = measure_ours(arch, preset, quality, repeats)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def run_child(spec: str, quality: int, repeats: int, threads: int, timeout: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", spec, "--quality", str(quality), "--repeats", str(repeats),
+           "--threads", str(threads)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--archs", nargs="*", default=None)
+    p.add_argument("--presets", nargs="*", default=["small"])
+    p.add_argument("--quality", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--out", default=str(RESULTS / "codec"))
+    args = p.parse_args()
+    if args.child:
+        child(args.child, args.quality, args.repeats, args.threads)
+        return
+
+    from model_store.architectures.registry import presets
+
+    specs = [REFERENCE, "compressai:cheng2020-attn"]
+    for preset in presets():
+        if preset.name in args.presets and (args.archs is None or preset.arch in args.archs):
+            specs.append(preset.key)
+    results = {}
+    for spec in specs:
+        quality = args.quality
+        if not spec.startswith("compressai:"):
+            from model_store.architectures.registry import get_preset
+
+            arch, name = spec.split("-", 1)
+            qualities = get_preset(arch, name).qualities
+            quality = quality if quality in qualities else qualities[len(qualities) // 2]
+        results[spec] = run_child(spec, quality, args.repeats, args.threads, args.timeout)
+        results[spec]["quality"] = quality
+        print(spec, results[spec], flush=True)
+    ref = results[REFERENCE]
+    for r in results.values():
+        if "error" not in r and "error" not in ref:
+            r["enc_vs_mbt2018_mean"] = r["enc_s"] / ref["enc_s"]
+            r["dec_vs_mbt2018_mean"] = r["dec_s"] / ref["dec_s"]
+    report = {
+        "image": f"{W}x{H} synthetic natural-like image (tests/conftest.natural_image)",
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# Codec speed, {W}x{H}, {args.threads} threads, best of {args.repeats} (random init)",
+        "",
+        "| codec | params (M) | encode s | decode s | enc / mbt2018-mean | dec / mbt2018-mean | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec, r in results.items():
+        if "error" in r:
+            lines.append(f"| {spec} | error: {r['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| {spec} | {r['params'] / 1e6:.2f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | "
+            f"{r.get('enc_vs_mbt2018_mean', float('nan')):.2f} | {r.get('dec_vs_mbt2018_mean', float('nan')):.2f} | "
+            f"{r['peak_rss_mib']:.0f} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""One readable training entry point (nanoGPT-style): config dataclass, a loop, resumable checkpoints.
+
+    python -m model_store.train --arch stf --preset small --quality 3 --steps 20000 --out runs/stf-small-q3
+    python -m model_store.train ... --init-from runs/stf-small-q3/last.pt     # fine-tune another λ from a base
+    python -m model_store.train export --arch stf --preset small --version v1 q1=runs/a/last.pt q2=...
+
+Loss (Ballé et al.; the λ tables of each paper): ``λ·255²·MSE + bpp`` where bpp is the likelihood estimate
+(additive-noise / STE proxy from the architecture's ``forward``), plus the entropy bottleneck's auxiliary
+quantile loss on its own optimizer. Adam with linear warm-up and a step decay late in training, gradient
+clipping, random multi-scale crops. Re-running the same command resumes from ``<out>/last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model_store.architectures.base import LearnedImageCodec, total_bpp
+from model_store.architectures.registry import create_model, get_preset
+from model_store.codec import pad_to_multiple
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "stf"
+    preset: str = "small"
+    quality: int = 3
+    out: str = "runs/default"
+    train_dir: str = "data/train"
+    val_dir: str = "data/val"
+    steps: int = 20_000
+    batch_size: int = 8
+    crop: int = 256
+    scale_range: List[float] = field(default_factory=lambda: [1.0, 4.0])
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    warmup_steps: int = 500
+    decay_at: float = 0.85  # fraction of steps after which lr drops by decay_factor
+    decay_factor: float = 0.1
+    clip_norm: float = 1.0
+    lmbda: Optional[float] = None  # None: the preset's λ for this quality
+    init_from: Optional[str] = None  # checkpoint to start from (another quality's run)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast for the transforms on CUDA
+    threads: int = 0  # torch intra-op threads on CPU (0: leave the default)
+    workers: int = 1
+    eval_every: int = 500
+    ckpt_every: int = 100
+    max_val_images: int = 12
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then constant, then one late step decay (the recipe that worked best here)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (cfg.decay_factor if step >= cfg.decay_at * cfg.steps else 1.0)
+
+
+def rd_loss(out: Dict, x: torch.Tensor, lmbda: float) -> Dict[str, torch.Tensor]:
+    n, _, h, w = x.shape
+    bpp = total_bpp(out["likelihoods"], n * h * w)
+    mse = F.mse_loss(out["x_hat"].float().clamp(0, 1), x)
+    return {"loss": lmbda * 255.0**2 * mse + bpp, "bpp": bpp, "mse": mse}
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def split_parameters(model: LearnedImageCodec):
+    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
+    return main, aux
+
+
+@torch.no_grad()
+def validate(model: LearnedImageCodec, images: List[torch.Tensor], lmbda: float, device) -> Dict[str, float]:
+    """Likelihood-estimated RD on the validation images (the real codec's bytes are measured at export)."""
+    model.eval()
+    totals = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0}
+    for img in images:
+        x = img.unsqueeze(0).to(device)
+        h, w = x.shape[-2:]
+        out = model(pad_to_multiple(x, model.pad_multiple))
+        out["x_hat"] = out["x_hat"][..., :h, :w]
+        # rate of the padded latent over the true pixel count, as the real codec's bpp would be
+        bpp = total_bpp(out["likelihoods"], h * w)
+        mse = F.mse_loss(out["x_hat"].clamp(0, 1), x).item()
+        totals["bpp"] += bpp.item()
+        totals["psnr"] += psnr_from_mse(mse)
+        totals["loss"] += lmbda * 255.0**2 * mse + bpp.item()
+    model.train()
+    return {k: v / max(len(images), 1) for k, v in totals.items()}
+
+
+def save_checkpoint(path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig, best: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "aux_opt": aux_opt.state_dict(),
+            "step": step,
+            "config": dataclasses.asdict(cfg),
+            "best_val": best,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+
+
+def load_weights_only(model: LearnedImageCodec, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict(state, strict=False)
+
+
+def build_data(cfg: TrainConfig):
+    from model_store.training_data import ImageFolderDataset, RandomCropDataset
+
+    train = RandomCropDataset(
+        cfg.train_dir, crop=cfg.crop, scales=tuple(cfg.scale_range), length=cfg.steps * cfg.batch_size, seed=cfg.seed
+    )
+    val = ImageFolderDataset(cfg.val_dir)
+    val_images = [val[i] for i in range(min(len(val), cfg.max_val_images))]
+    return train, val_images
+
+
+def train(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    lmbda = cfg.lmbda if cfg.lmbda is not None else float(get_preset(cfg.arch, cfg.preset).lambdas[cfg.quality])
+
+    model = create_model(cfg.arch, cfg.preset, cfg.quality).to(device)
+    main_params, aux_params = split_parameters(model)
+    opt = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    start, best = 0, math.inf
+    last = out / "last.pt"
+    if last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        aux_opt.load_state_dict(ckpt["aux_opt"])
+        start, best = ckpt["step"], ckpt.get("best_val", math.inf)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate(ckpt["rng"]["python"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        print(f"resumed {last} at step {start}", file=sys.stderr)
+    elif cfg.init_from:
+        load_weights_only(model, cfg.init_from)
+        print(f"initialised from {cfg.init_from}", file=sys.stderr)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    train_set, val_images = build_data(cfg)
+    sampler = range(start * cfg.batch_size, cfg.steps * cfg.batch_size)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(train_set, list(sampler)),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
+    )
+    log = open(out / "log.jsonl", "a")
+    model.train()
+    t0 = time.time()
+    bar = tqdm(loader, initial=start, total=cfg.steps, desc=f"{cfg.arch}-{cfg.preset} q{cfg.quality}", smoothing=0.05)
+    step = start
+    for x in bar:
+        x = x.to(device, non_blocking=True)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            out_fw = model(x)
+        losses = rd_loss(out_fw, x, lmbda)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_norm)
+        opt.step()
+        aux = model.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        record = {
+            "step": step,
+            "loss": losses["loss"].item(),
+            "bpp": losses["bpp"].item(),
+            "psnr": psnr_from_mse(losses["mse"].item()),
+            "aux": aux.item(),
+            "lr": lr_at(step - 1, cfg),
+            "grad_norm": float(grad_norm),
+            "elapsed_s": round(time.time() - t0, 1),
+        }
+        bar.set_postfix(loss=f"{record['loss']:.3f}", bpp=f"{record['bpp']:.3f}", psnr=f"{record['psnr']:.2f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record["val"] = validate(model, val_images, lmbda, device)
+            if record["val"]["loss"] < best:
+                best = record["val"]["loss"]
+                torch.save({"model": model.state_dict(), "step": step, "val": record["val"]}, out / "best.pt")
+            bar.write(f"step {step}: val {record['val']}")
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_checkpoint(last, model, opt, aux_opt, step, cfg, best)
+    log.close()
+    return last
+
+
+def environment() -> Dict[str, str]:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor(), "gpu": gpu}
+
+
+def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Optional[str] = None) -> Path:
+    """Package trained checkpoints (best.pt when present) as shipped fp16 weights with a manifest."""
+    from model_store import registry
+
+    models, recipe = {}, {"runs": {}, "environment": environment()}
+    for quality, ckpt_path in sorted(runs.items()):
+        path = Path(ckpt_path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        model = create_model(arch, preset, quality)
+        model.load_state_dict(ckpt["model"])
+        models[quality] = model.eval()
+        cfg_path = path.parent / "config.json"
+        recipe["runs"][str(quality)] = {
+            "checkpoint_step": ckpt.get("step"),
+            "config": json.loads(cfg_path.read_text()) if cfg_path.exists() else {},
+            "val_estimate": ckpt.get("val") or ckpt.get("best_val"),
+        }
+    return registry.write_model_version(
+        models, arch, preset, version, root=Path(root) if root else registry.WEIGHTS_ROOT, recipe=recipe
+    )
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        p = argparse.ArgumentParser(prog="python -m model_store.train export")
+        p.add_argument("--arch", required=True)
+        p.add_argument("--preset", required=True)
+        p.add_argument("--version", required=True)
+        p.add_argument("--root", default=None)
+        p.add_argument("runs", nargs="+", help="QUALITY=CHECKPOINT")
+        args = p.parse_args(argv[1:])
+        runs = {int(k): v for k, v in (item.split("=", 1) for item in args.runs)}
+        return "export", args, runs
+    p = argparse.ArgumentParser(prog="python -m model_store.train")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, list):
+            p.add_argument(flag, type=float, nargs="+", default=default)
+        else:
+            kind = {int: int, float: float}.get(type(default), str)
+            if f.name in ("lmbda",):
+                kind = float
+            p.add_argument(flag, type=kind, default=default)
+    return "train", TrainConfig(**vars(p.parse_args(argv))), None
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    mode, args, runs = parse_args(argv)
+    if mode == "export":
+        print(export(args.arch, args.preset, args.version, runs, args.root))
+    else:
+        print(train(args))
+
+
+if __name__ == "__main__":
+    main()
