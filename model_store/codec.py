@@ -47,7 +47,7 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 def image_to_tensor(image: np.ndarray) -> Tensor:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageInputError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
 def tensor_to_image(x: Tensor) -> np.ndarray:
