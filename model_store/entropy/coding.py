@@ -43,8 +43,10 @@ class _CdfTables:
         if gaussian.quantized_cdf.numel() == 0:
             raise RuntimeError("GaussianConditional has no CDF tables: load weights with their tables or update()")
         self.gaussian = gaussian
-        self.cdf = gaussian.quantized_cdf.tolist()
         self.cdf_length = gaussian.cdf_length.reshape(-1).int().tolist()
+        # rows are zero-padded to the longest CDF; the coder reads only cdf_length entries of each, and
+        # converting the padding on every call was a third of the wavefront decoder's time
+        self.cdf = [row[:n] for row, n in zip(gaussian.quantized_cdf.tolist(), self.cdf_length)]
         self.offset = gaussian.offset.reshape(-1).int().tolist()
 
     def indexes(self, scales: Tensor) -> Tensor:

@@ -1,0 +1,136 @@
+"""Coding a latent under a causal-attention (CAM) context: the loop shared by TIC, TIC+ and ERSTC.
+
+Both families predict (σ, μ) at latent position (i, j) as ``entropy_parameters(concat(ψ(i, j), CAM(ŷ causal)))``
+with ``ψ`` the hyper synthesis and ``entropy_parameters`` a stack of 1x1 convs. This mixin turns that into a
+coding loop over any causal schedule (the wavefront ``t = 3i + j`` by default; raster order for the slow
+reference used by tests and benchmarks). It needs ``self.h_s``, ``self.context_prediction``
+(:class:`~model_store.layers.cam.CausalAttentionModule`) and ``self.entropy_parameters`` (1x1 convs and
+activations).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from model_store.architectures.base import LatentPayload, Shape
+from model_store.entropy.coding import (
+    CANONICAL_DTYPE,
+    GaussianSymbolCoder,
+    GaussianSymbolDecoder,
+    GaussianSymbolEncoder,
+)
+from model_store.layers.cam import (
+    CausalContext,
+    batch_invariant_linear,
+    batch_invariant_rowwise,
+    raster_schedule,
+    wavefront_schedule,
+)
+
+Schedule = Callable[[int, int], Sequence[Tensor]]
+
+__all__ = ["CausalContextCoding", "raster_serial_decode", "raster_serial_encode", "wavefront_schedule"]
+
+
+class CausalContextCoding:
+    """Mixin: ``code_latent`` for hyperprior + CAM context models (see the module docstring)."""
+
+    def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
+        """Code ŷ one wavefront (all positions with equal ``3i + j``) at a time: ``3H + W - 3`` coder calls."""
+        return self.code_latent_in_order(y, z_hat, coder, y_shape, wavefront_schedule)
+
+    @torch.no_grad()
+    def code_latent_in_order(
+        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, schedule: Schedule
+    ) -> Tensor:
+        """The autoregressive loop for any causal ``schedule(h, w)`` (a list of flat-position groups).
+
+        Each group's positions must have all their causal neighbours in earlier groups. Symbols go to the coder
+        group by group, position-major then channel, so encoder and decoder must use the same schedule.
+        """
+        c, h, w = y_shape
+        dtype = z_hat.dtype
+        hyper = self.h_s(z_hat)
+        if tuple(hyper.shape[1:]) != (2 * c, h, w):
+            raise ValueError(f"hyper synthesis gives {tuple(hyper.shape[1:])}, latent is {y_shape}")
+        params = PositionParams(self, hyper[0].flatten(1).t())
+        y_rows = None if y is None else y[0].to(dtype).flatten(1).t().contiguous()  # (H*W, M), raster order
+        y_hat_rows = torch.zeros(h * w, c, dtype=dtype)
+        context = CausalContext(self.context_prediction, h, w, dtype)
+        for positions in schedule(h, w):
+            scales, means = params(positions, context.context(positions, project=False))
+            part = coder.code(scales, means, None if y_rows is None else y_rows.index_select(0, positions))
+            context.write(positions, part)
+            y_hat_rows.index_copy_(0, positions, part)
+        return y_hat_rows.t().reshape(1, c, h, w)
+
+
+
+class PositionParams:
+    """The entropy-parameter 1x1 convs for a set of latent positions, evaluated row by row during coding.
+
+    Two exact algebraic rewrites save per-step work (results equal the training path's to float rounding):
+
+    * the first conv sees ``concat(ψ, φ)``; its ``ψ`` (hyperprior) half is applied once to the whole map up front
+      (one GEMM over all H·W rows, the same call whatever the schedule), leaving only the context half per step;
+    * the CAM's output Linear ``φ = P s + b`` is folded into that context half: ``W_φ (P s + b) = (W_φ P) s + W_φ b``.
+
+    The per-step products are :func:`~model_store.layers.cam.batch_invariant_linear`, so a position's (σ, μ) do not
+    depend on which other positions share its step.
+    """
+
+    def __init__(self, model, hyper_rows: Tensor):
+        first = model.entropy_parameters[0]
+        proj = model.context_prediction.proj
+        weight = first.weight.flatten(1)
+        split = hyper_rows.shape[1]
+        w_hyper, w_context = weight[:, :split], weight[:, split:]
+        self.hyper_term = hyper_rows @ w_hyper.t()  # (H*W, E1)
+        self.weight = w_context @ proj.weight  # (E1, M): context half composed with the CAM projection
+        self.bias = w_context @ proj.bias + first.bias
+        self.rest = list(model.entropy_parameters)[1:]
+
+    def __call__(self, positions: Tensor, summary: Tensor) -> Tuple[Tensor, Tensor]:
+        """(scales, means), each ``(P, M)``, from the CAM summaries ``(P, M)`` (before its projection)."""
+        h = self.hyper_term.index_select(0, positions) + batch_invariant_linear(summary, self.weight, self.bias)
+        for layer in self.rest:
+            if isinstance(layer, nn.Conv2d):
+                h = batch_invariant_linear(h, layer.weight.flatten(1), layer.bias)
+            else:
+                h = batch_invariant_rowwise(layer, h)
+        scales, means = h.chunk(2, dim=-1)
+        return scales, means
+
+
+# -- the slow serial reference (tests and benchmarks only) -------------------------------------------------------------
+def raster_serial_code_latent(
+    model, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape
+) -> Tensor:
+    """``code_latent`` one position at a time in raster order (the reference's compress/decompress loop)."""
+    return model.code_latent_in_order(y, z_hat, coder, y_shape, lambda h, w: raster_schedule(h, w))
+
+
+def raster_serial_encode(model, y: Tensor) -> LatentPayload:
+    """Like ``compress_latent`` but in raster order (a different, incompatible stream; for comparisons only)."""
+    y = y.to(CANONICAL_DTYPE)
+    z = model.hyper_analysis(y)
+    z_string = model.entropy_bottleneck.compress(z)[0]
+    z_hat = model.entropy_bottleneck.decompress([z_string], z.shape[-2:])
+    encoder = GaussianSymbolEncoder(model.gaussian_conditional)
+    y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
+    raster_serial_code_latent(model, y, z_hat, encoder, y_shape)
+    return LatentPayload(z_string, encoder.finish(), tuple(z.shape[1:]), y_shape, encoder.index_crc)  # type: ignore[arg-type]
+
+
+def raster_serial_decode(model, payload: LatentPayload) -> Tensor:
+    """Decode a :func:`raster_serial_encode` payload with H·W sequential CAM evaluations."""
+    z_hat = model.entropy_bottleneck.decompress([payload.z_string], payload.z_shape[1:])
+    decoder = GaussianSymbolDecoder(model.gaussian_conditional, payload.y_string)
+    y_hat = raster_serial_code_latent(model, None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape)
+    decoder.verify(payload.index_crc)
+    return y_hat
+
+
