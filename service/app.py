@@ -1,0 +1,484 @@
+"""The HTTP API: routes, request parsing and limits, JSON errors. ``create_app(settings)`` builds one app.
+
+Routes stay thin: they check parameters and limits in the cheapest order (names, types, declared length, then
+the body, then headers of the image or stream, and only then decode), and hand the work to
+:class:`service.pipeline.CodecService`. Errors anywhere become ``{"error", "code"}`` via :mod:`service.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import List, Literal, Optional
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model_store import __version__, container
+from model_store.errors import ImageInputError, ModelStoreError
+from service import media
+from service.errors import (
+    ERROR_CODES,
+    BadParameter,
+    BodyTooLarge,
+    ClientGone,
+    Draining,
+    NotReady,
+    ServiceError,
+    UnsupportedMediaType,
+    describe,
+)
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.metrics import ServiceMetrics
+from service.pipeline import CodecService, RequestContext, Timings
+from service.settings import ServiceSettings, load_settings
+
+log = logging.getLogger("service")
+
+TIMEOUT_HEADER = "X-Request-Timeout"
+
+
+# -- response bodies (also the OpenAPI schemas) --------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    error: str = Field(description="what went wrong and what to do about it (for people; may change)")
+    code: str = Field(description="stable identifier to branch on (see the API description)")
+
+
+class QualityInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    quality: int
+    state: Literal["loading", "ready", "failed"]
+    device: str
+    weights_sha256: str = Field(description="sha256 of the weights file; every bitstream header carries it")
+    version: str
+    lmbda: float = Field(alias="lambda", description="rate-distortion trade-off the weights were trained for")
+    load_seconds: Optional[float] = None
+    error: Optional[str] = None
+
+
+class ModelInfo(BaseModel):
+    model: str
+    arch: str
+    preset: str
+    qualities: List[QualityInfo]
+
+
+class ModelsBody(BaseModel):
+    default_model: Optional[str]
+    ready: bool
+    models: List[ModelInfo]
+
+
+class HealthBody(BaseModel):
+    status: str
+
+
+# -- OpenAPI details FastAPI cannot infer from signatures ----------------------------------------------------------
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _errors(**codes_by_status: str) -> dict:
+    """OpenAPI responses for error statuses, e.g. ``_errors(s400="bad_parameter", s503="draining not_ready")``."""
+    out = {}
+    for key, codes in codes_by_status.items():
+        status = int(key[1:])
+        if any(ERROR_CODES[c] != status for c in codes.split()):
+            raise ValueError(f"codes {codes} are not all answered with {status}")
+        out[status] = {"model": ErrorBody, "description": "error codes: " + ", ".join(codes.split())}
+    return out
+
+
+_UNAVAILABLE = dict(s429="queue_full", s503="draining not_ready", s504="deadline_exceeded")
+
+
+def _header(description: str, type_: str = "string") -> dict:
+    return {"description": description, "schema": {"type": type_}}
+
+
+_RESULT_HEADERS = {
+    "X-Model": _header("model id that made the stream"),
+    "X-Quality": _header("quality level", "integer"),
+    "X-Image-Width": _header("image width in pixels", "integer"),
+    "X-Image-Height": _header("image height in pixels", "integer"),
+    "X-Batch-Size": _header("requests that shared this request's network pass", "integer"),
+    "Server-Timing": _header("image-io, queue, inference and entropy durations in ms"),
+}
+_COMPRESS_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "the image: a raw PNG, JPEG or WebP body with its Content-Type, or multipart/form-data "
+        "with the file in the field `image`",
+        "content": {
+            **{t: _BINARY for t in media.IMAGE_TYPES},
+            media.MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "required": ["image"],
+                }
+            },
+        },
+    }
+}
+_COMPRESS_RESPONSES = {
+    200: {
+        "description": "the bitstream (container v1, see model_store/container.py)",
+        "content": {media.BITSTREAM: _BINARY},
+        "headers": {
+            **_RESULT_HEADERS,
+            "X-Bits-Per-Pixel": _header("8 x compressed bytes / pixels", "number"),
+            "X-Original-Bytes": _header("bytes of the uploaded image file", "integer"),
+            "X-Compressed-Bytes": _header("bytes of the bitstream", "integer"),
+        },
+    },
+    **_errors(
+        s400="bad_parameter",
+        s404="unknown_model",
+        s413="body_too_large",
+        s415="unsupported_media_type",
+        s422="bad_image too_many_pixels",
+        **_UNAVAILABLE,
+    ),
+}
+_DECOMPRESS_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "a bitstream produced by POST /compress",
+        "content": {media.BITSTREAM: _BINARY},
+    }
+}
+_DECOMPRESS_RESPONSES = {
+    200: {
+        "description": "the decoded image in the negotiated format",
+        "content": {t: _BINARY for t in media.IMAGE_TYPES},
+        "headers": {
+            **_RESULT_HEADERS,
+            "ETag": _header("strong validator: digest of the bitstream + output format"),
+            "Vary": _header("Accept"),
+        },
+    },
+    304: {"description": "If-None-Match matched the ETag; nothing was decoded"},
+    **_errors(
+        s400="bad_parameter",
+        s406="not_acceptable",
+        s409="unknown_weights weights_mismatch",
+        s413="body_too_large",
+        s415="unsupported_media_type",
+        s422="corrupt_bitstream truncated_bitstream unsupported_format_version coder_mismatch too_many_pixels",
+        **_UNAVAILABLE,
+    ),
+}
+
+DESCRIPTION = """
+Learned image compression over HTTP: images in, entropy-coded bitstreams out, and back.
+
+* `POST /compress?model=&quality=` with a PNG, JPEG or WebP body returns the bitstream.
+* `POST /decompress` with a bitstream returns the image (PNG by default; WebP or JPEG via `Accept`).
+  The response is a pure function of the bitstream and the format, so it carries a strong `ETag`
+  and answers `If-None-Match` with 304 without decoding (a deliberate use of 304 on POST: the body is
+  the request's only input).
+* Requests may shorten their deadline with `X-Request-Timeout: <seconds>`.
+
+Errors are `{"error": "...", "code": "..."}`; codes are stable:
+
+| status | codes |
+|---|---|
+""" + "\n".join(
+    f"| {status} | {', '.join(f'`{c}`' for c in sorted(c for c, s in ERROR_CODES.items() if s == status))} |"
+    for status in sorted(set(ERROR_CODES.values()))
+)
+
+
+# -- request helpers -----------------------------------------------------------------------------------------------
+def _deadline(settings: ServiceSettings, requested: Optional[float]) -> float:
+    timeout = settings.request_timeout_s
+    if requested is not None:
+        if not 0 < requested:
+            raise BadParameter(f"{TIMEOUT_HEADER} must be a positive number of seconds, got {requested}")
+        timeout = min(timeout, requested)
+    return time.monotonic() + timeout
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as its declared or actual length passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected while sending the body") from None
+    return b"".join(chunks)
+
+
+async def _multipart_image(request: Request, body: bytes) -> bytes:
+    """The file in field ``image`` (or the only file) of a multipart body that was already read within limits."""
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=16, max_part_size=64 * 1024)
+    except Exception as exc:  # malformed multipart
+        raise BadParameter(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    try:
+        files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+        part = form.get("image") if hasattr(form.get("image"), "read") else (files[0] if len(files) == 1 else None)
+        if part is None:
+            raise BadParameter("multipart body must carry the image file in the field 'image'")
+        declared = media.media_type(part.content_type)
+        if declared.startswith("image/") and declared not in media.IMAGE_TYPES:
+            raise UnsupportedMediaType(f"unsupported image type {declared}; send one of {list(media.IMAGE_TYPES)}")
+        return await part.read()
+    finally:
+        await form.close()
+
+
+def _watch_disconnect(request: Request) -> asyncio.Future:
+    """A future that completes when the client goes away (call only after the body was read)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return asyncio.ensure_future(watch())
+
+
+def _result_headers(model: str, quality: int, width: int, height: int, timings: Timings) -> dict:
+    return {
+        "X-Model": model,
+        "X-Quality": str(quality),
+        "X-Image-Width": str(width),
+        "X-Image-Height": str(height),
+        "X-Batch-Size": str(timings.batch_size),
+        "Server-Timing": timings.server_timing(),
+    }
+
+
+# -- metrics middleware --------------------------------------------------------------------------------------------
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template, instance and status (pure ASGI: sees everything)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.monotonic(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            model, quality = scope.get("state", {}).get("instance", ("", ""))
+            endpoint = getattr(route, "path", "other")
+            self.metrics.observe_request(endpoint, model, str(quality), status, time.monotonic() - start)
+
+
+# -- the app -------------------------------------------------------------------------------------------------------
+def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
+    """One service instance: its own pool, queues, thread pools and metrics registry."""
+    settings = settings or load_settings()
+    metrics = ServiceMetrics()
+    service = CodecService(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="lic-service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def error_response(exc: BaseException) -> JSONResponse:
+        status, code, message, headers = describe(exc)
+        if status >= 500 and not isinstance(exc, ServiceError):
+            log.error("unhandled error", exc_info=exc)
+        if status in (429, 503):
+            headers = {"Retry-After": str(settings.retry_after_s), **headers}
+        metrics.rejections.labels(code).inc()
+        return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+
+    @app.exception_handler(ServiceError)
+    @app.exception_handler(ModelStoreError)
+    async def _known(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        if any(e["loc"][-1] == "quality" for e in exc.errors()) and service.pool.instances:
+            problems += f" (served models and qualities: {service.pool.served()})"
+        return error_response(BadParameter(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        err = ServiceError(str(exc.detail))
+        err.status, err.code = exc.status_code, code
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
+
+    # -- codec endpoints -------------------------------------------------------------------------------------------
+    @app.post(
+        "/compress",
+        operation_id="compress",
+        summary="Compress an image into a bitstream",
+        response_class=Response,
+        responses=_COMPRESS_RESPONSES,
+        openapi_extra=_COMPRESS_DOC,
+    )
+    async def compress(
+        request: Request,
+        quality: int = Query(description="quality level of the model (1 = smallest files); see GET /v1/models"),
+        model: Optional[str] = Query(None, description="model id; the server's default model when omitted"),
+        x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
+    ) -> Response:
+        with service.admitted():
+            deadline = _deadline(settings, x_request_timeout)
+            inst = service.pool.get(model, quality)
+            request.state.instance = inst.key
+            declared = media.media_type(request.headers.get("content-type"))
+            if declared not in media.IMAGE_TYPES and declared != media.MULTIPART:
+                raise UnsupportedMediaType(
+                    f"Content-Type {declared or '(none)'} is not supported; send one of "
+                    f"{list(media.IMAGE_TYPES)} or {media.MULTIPART}"
+                )
+            body = await _read_body(request, settings.max_body_bytes)
+            data = await _multipart_image(request, body) if declared == media.MULTIPART else body
+            if media.sniff(data) is None:
+                raise ImageInputError("the body is not a PNG, JPEG or WebP image")
+            ctx = RequestContext(deadline, _watch_disconnect(request))
+            timings = Timings()
+            try:
+                image = await service.decode_image(data, ctx, timings)
+                result = await service.compress(inst, image, ctx, timings)
+            finally:
+                ctx.disconnected.cancel()
+            model_id, q = inst.key
+            metrics.observe_compression(model_id, q, len(data), len(result.stream), result.bpp)
+            headers = _result_headers(model_id, q, result.width, result.height, timings)
+            headers.update(
+                {
+                    "X-Bits-Per-Pixel": f"{result.bpp:.6f}",
+                    "X-Original-Bytes": str(len(data)),
+                    "X-Compressed-Bytes": str(len(result.stream)),
+                }
+            )
+            return Response(result.stream, media_type=media.BITSTREAM, headers=headers)
+
+    @app.post(
+        "/decompress",
+        operation_id="decompress",
+        summary="Decode a bitstream into an image",
+        response_class=Response,
+        responses=_DECOMPRESS_RESPONSES,
+        openapi_extra=_DECOMPRESS_DOC,
+    )
+    async def decompress(
+        request: Request,
+        accept: Optional[str] = Header(None, description="image/png (default), image/webp or image/jpeg"),
+        if_none_match: Optional[str] = Header(None, description="ETag of a representation the client holds"),
+        x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
+    ) -> Response:
+        with service.admitted():
+            deadline = _deadline(settings, x_request_timeout)
+            content_type, fmt = media.negotiate_image_type(accept)
+            declared = media.media_type(request.headers.get("content-type"))
+            if declared not in ("", media.BITSTREAM):
+                raise UnsupportedMediaType(f"Content-Type {declared} is not a bitstream; send {media.BITSTREAM}")
+            body = await _read_body(request, settings.max_body_bytes)
+            header = container.parse_header(body)  # cheap: refuses damaged/unknown streams before any decoding
+            inst = service.pool.for_stream(header)
+            request.state.instance = inst.key
+            inst.codec.check_header(header)  # weights digest (409), pixel limit and shapes (422)
+            etag = media.etag_for(body, fmt)
+            if media.etag_matches(if_none_match, etag):
+                return Response(status_code=304, headers={"ETag": etag, "Vary": "Accept"})
+            ctx = RequestContext(deadline, _watch_disconnect(request))
+            timings = Timings()
+            try:
+                result = await service.decompress(inst, body, fmt, ctx, timings)
+            finally:
+                ctx.disconnected.cancel()
+            headers = _result_headers(*inst.key, header.width, header.height, timings)
+            headers.update({"ETag": etag, "Vary": "Accept"})
+            return Response(result.data, media_type=content_type, headers=headers)
+
+    # -- introspection ---------------------------------------------------------------------------------------------
+    @app.get(
+        "/v1/models",
+        operation_id="listModels",
+        response_model=ModelsBody,
+        summary="Served models, qualities, weights and state",
+    )
+    async def models() -> dict:
+        return {**service.pool.describe(), "ready": service.pool.ready and not service.draining}
+
+    @app.get("/health/live", operation_id="live", response_model=HealthBody, summary="The process is up")
+    async def live() -> dict:
+        return {"status": "alive"}
+
+    @app.get(
+        "/health/ready",
+        operation_id="ready",
+        response_model=HealthBody,
+        summary="Every configured instance is warm and the server is not draining",
+        responses=_errors(s503="draining not_ready"),
+    )
+    async def ready() -> dict:
+        if service.draining:
+            raise Draining("the server is shutting down")
+        if not service.pool.ready:
+            states = {f"{m} q{q}": inst.state for (m, q), inst in service.pool.instances.items()}
+            raise NotReady(f"instances are not all ready: {states}")
+        return {"status": "ready"}
+
+    @app.get(
+        "/metrics",
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,105 @@
+"""Every error the service answers with, as one table: exception -> HTTP status + stable ``code``.
+
+Responses are JSON ``{"error": "<what happened and what to do>", "code": "<stable identifier>"}``. Codes are part
+of the API contract (clients branch on them); messages are for people and may change.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+from model_store import errors as core
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and a stable code (raise it anywhere under a route)."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, headers: Optional[Dict[str, str]] = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadParameter(ServiceError):
+    status, code = 400, "bad_parameter"
+
+
+class UnknownModel(ServiceError):
+    status, code = 404, "unknown_model"
+
+
+class NotAcceptable(ServiceError):
+    status, code = 406, "not_acceptable"
+
+
+class UnknownWeights(ServiceError):
+    """A stream whose model/quality this server does not serve (the digest case is ``weights_mismatch``)."""
+
+    status, code = 409, "unknown_weights"
+
+
+class BodyTooLarge(ServiceError):
+    status, code = 413, "body_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class QueueFull(ServiceError):
+    status, code = 429, "queue_full"
+
+
+class NotReady(ServiceError):
+    status, code = 503, "not_ready"
+
+
+class Draining(ServiceError):
+    status, code = 503, "draining"
+
+
+class DeadlineExceeded(ServiceError):
+    status, code = 504, "deadline_exceeded"
+
+
+class ClientGone(ServiceError):
+    """The client disconnected before its result was ready (nobody reads the response; counted in metrics)."""
+
+    status, code = 499, "client_disconnected"
+
+
+#: model_store's typed errors (matched most specific first) -> (status, code). The codec's own codes are kept
+#: where they exist, so a client sees the same identifiers from the library and the service.
+_CORE: Tuple[Tuple[type, int, str], ...] = (
+    (core.CoderMismatchError, 422, core.CoderMismatchError.code),
+    (core.TruncatedStreamError, 422, core.TruncatedStreamError.code),
+    (core.UnsupportedVersionError, 422, core.UnsupportedVersionError.code),
+    (core.BitstreamError, 422, core.BitstreamError.code),
+    (core.LimitExceededError, 422, "too_many_pixels"),
+    (core.ImageInputError, 422, "bad_image"),
+    (core.WeightsMismatchError, 409, core.WeightsMismatchError.code),
+    (core.UnknownModelError, 404, core.UnknownModelError.code),
+)
+
+
+def describe(exc: BaseException) -> Tuple[int, str, str, Dict[str, str]]:
+    """(status, code, message, extra headers) of any exception; unknown ones are a 500 without internals."""
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.code, exc.message, exc.headers
+    for cls, status, code in _CORE:
+        if isinstance(exc, cls):
+            return status, code, str(exc), {}
+    return 500, ServiceError.code, "internal error; the server log has details", {}
+
+
+#: Every code the API can answer with (documented in the OpenAPI description and the README).
+ERROR_CODES: Dict[str, int] = {
+    **{cls.code: cls.status for cls in ServiceError.__subclasses__() if cls is not ClientGone},
+    **{code: status for _, status, code in _CORE},
+    "not_found": 404,  # routing: no such path
+    "method_not_allowed": 405,
+    ServiceError.code: 500,
+}

@@ -1,0 +1,259 @@
+"""CodecService: the model pool, one batch queue per (model, quality, op), two thread pools, and the path of a request.
+
+::
+
+    compress:    image file ─[coding pool: open_image]─▶ RGB ─[BatchQueue "compress", bucket = (H, W)]─▶
+                 analysis (network thread, batched) ─▶ y_i ─[coding pool: rANS + container]─▶ bitstream
+    decompress:  bitstream ─[parse + check header]─▶ [coding pool: rANS decode]─▶ y_hat_i ─[BatchQueue "decompress",
+                 bucket = latent shape]─▶ synthesis (network thread, batched) ─▶ RGB ─[coding pool: PNG/WebP/JPEG]─▶
+
+Every wait is bounded by the request's deadline and abandoned as soon as its client disconnects; an abandoned job
+is skipped by its queue instead of costing a network pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from model_store import container
+from model_store.codec import bits_per_pixel
+from model_store.image_io import encode_image, open_image
+from service.batching import BatchQueue
+from service.errors import ClientGone, DeadlineExceeded, Draining
+from service.metrics import ServiceMetrics
+from service.pool import Instance, ModelPool
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service")
+
+COMPRESS, DECOMPRESS = "compress", "decompress"
+
+#: metric stage -> Server-Timing metric name
+_TIMING_NAMES = {"image_io": "image-io", "queue_wait": "queue", "inference": "inference", "entropy_coding": "entropy"}
+
+
+@dataclass
+class RequestContext:
+    """What bounds one request's waits: its deadline and, once its body is read, a future set on disconnect."""
+
+    deadline: float
+    disconnected: Optional[asyncio.Future] = None
+
+
+@dataclass
+class Timings:
+    stages: Dict[str, float] = field(default_factory=dict)  # metric stage name -> seconds
+    batch_size: int = 1
+
+    def server_timing(self) -> str:
+        """The ``Server-Timing`` header (durations in milliseconds, as the spec wants)."""
+        parts = []
+        for stage, seconds in self.stages.items():
+            entry = f"{_TIMING_NAMES[stage]};dur={seconds * 1000:.2f}"
+            if stage == "inference":
+                entry += f';desc="batch of {self.batch_size}"'
+            parts.append(entry)
+        return ", ".join(parts)
+
+
+@dataclass
+class Compressed:
+    stream: bytes
+    height: int
+    width: int
+    bpp: float
+    timings: Timings
+
+
+@dataclass
+class Decompressed:
+    data: bytes
+    header: container.StreamHeader
+    timings: Timings
+
+
+class CodecService:
+    """Owns everything with a lifecycle: pool, queues, executors, draining."""
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.pool = ModelPool(settings)
+        self.queues: Dict[Tuple[str, int, str], BatchQueue] = {}
+        self.network: Optional[ThreadPoolExecutor] = None
+        self.coding: Optional[ThreadPoolExecutor] = None
+        self.draining = False
+        self.in_flight = 0
+        self._loading: Optional[asyncio.Future] = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resolve the configuration (fails fast on unknown models), then load and warm up in the background."""
+        self.pool.configure()
+        # one network thread: passes of different queues take turns on the device instead of thrashing it
+        network_threads = self.settings.torch_threads or torch.get_num_threads()
+        self.network = ThreadPoolExecutor(
+            1, thread_name_prefix="lic-network", initializer=_set_torch_threads, initargs=(network_threads,)
+        )
+        self.coding = ThreadPoolExecutor(
+            self.settings.coding_threads,
+            thread_name_prefix="lic-coding",
+            initializer=_set_torch_threads,
+            initargs=(self.settings.coding_torch_threads,),
+        )
+        self.metrics.watch_device(self.pool.device)
+        for (model, quality), inst in self.pool.instances.items():
+            for op, run in ((COMPRESS, self._analyse), (DECOMPRESS, self._synthesise)):
+                self.queues[(model, quality, op)] = BatchQueue(
+                    f"{model} q{quality} {op}",
+                    _bind(run, inst),
+                    self.network,
+                    max_batch_size=self.settings.max_batch_size,
+                    max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
+                    max_pending=self.settings.queue_size,
+                    retry_after_s=self.settings.retry_after_s,
+                    observer=self.metrics.queue_observer(op, model, quality),
+                )
+        self.metrics.instances_loaded.set(0)
+        self.metrics.instances_ready.set(0)
+        self._loading = asyncio.get_running_loop().run_in_executor(self.network, self._load)
+
+    def _load(self) -> None:
+        self.pool.load_all()
+        self.metrics.instances_loaded.set(self.pool.count("ready") + self.pool.count("failed"))
+        self.metrics.instances_ready.set(self.pool.count("ready"))
+
+    async def wait_loaded(self) -> None:
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+
+    def begin_drain(self) -> None:
+        """Stop admitting requests (503 ``draining``, readiness fails); in-flight ones carry on."""
+        if not self.draining:
+            log.info("draining: %d request(s) in flight", self.in_flight)
+        self.draining = True
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0
+
+    async def stop(self) -> None:
+        """Drain within ``drain_timeout_s``, then fail whatever is left and release the threads."""
+        self.begin_drain()
+        end = time.monotonic() + self.settings.drain_timeout_s
+        while not self.idle and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        for queue in self.queues.values():
+            await queue.close(max(0.0, end - time.monotonic()))
+        for executor in (self.coding, self.network):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count a request as in flight, or refuse it while draining."""
+        if self.draining:
+            raise Draining(
+                "the server is shutting down; retry on another instance",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    # -- compress ------------------------------------------------------------------------------------------------
+    async def decode_image(self, data: bytes, ctx: RequestContext, timings: Timings) -> np.ndarray:
+        t0 = time.monotonic()
+        image = await self._in_pool(ctx, open_image, data, self.pool.limits)
+        timings.stages["image_io"] = time.monotonic() - t0
+        return image
+
+    async def compress(self, inst: Instance, image: np.ndarray, ctx: RequestContext, timings: Timings) -> Compressed:
+        model, quality = inst.key
+        height, width = image.shape[:2]
+        job = self.queues[(model, quality, COMPRESS)].submit(image, (height, width), ctx.deadline)
+        result = await self._wait(ctx, job.future)
+        timings.stages["queue_wait"] = result.queue_wait_s
+        timings.stages["inference"] = result.inference_s
+        timings.batch_size = result.batch_size
+        t0 = time.monotonic()
+        stream = await self._in_pool(ctx, inst.codec.encode_latent, result.value, height, width)
+        timings.stages["entropy_coding"] = time.monotonic() - t0
+        self._observe(COMPRESS, inst, timings)
+        return Compressed(stream, height, width, bits_per_pixel(stream, height, width), timings)
+
+    @staticmethod
+    def _analyse(inst: Instance, images: List[np.ndarray]) -> List[torch.Tensor]:
+        return list(inst.codec.analyse(images))
+
+    # -- decompress ----------------------------------------------------------------------------------------------
+    async def decompress(
+        self, inst: Instance, data: bytes, fmt: str, ctx: RequestContext, timings: Timings
+    ) -> Decompressed:
+        model, quality = inst.key
+        t0 = time.monotonic()
+        y_hat, header = await self._in_pool(ctx, inst.codec.decode_latent, data)
+        timings.stages["entropy_coding"] = time.monotonic() - t0
+        job = self.queues[(model, quality, DECOMPRESS)].submit((y_hat, header), tuple(y_hat.shape), ctx.deadline)
+        result = await self._wait(ctx, job.future)
+        timings.stages["queue_wait"] = result.queue_wait_s
+        timings.stages["inference"] = result.inference_s
+        timings.batch_size = result.batch_size
+        t0 = time.monotonic()
+        encoded = await self._in_pool(ctx, encode_image, result.value, fmt)
+        timings.stages["image_io"] = time.monotonic() - t0
+        self._observe(DECOMPRESS, inst, timings)
+        return Decompressed(encoded, header, timings)
+
+    @staticmethod
+    def _synthesise(inst: Instance, items: List[Tuple[torch.Tensor, container.StreamHeader]]) -> List[np.ndarray]:
+        return inst.codec.synthesise([y for y, _ in items], [h for _, h in items])
+
+    # -- waiting -------------------------------------------------------------------------------------------------
+    def _observe(self, op: str, inst: Instance, timings: Timings) -> None:
+        for stage, seconds in timings.stages.items():
+            self.metrics.observe_stage(op, inst.key[0], inst.key[1], stage, seconds)
+
+    async def _in_pool(self, ctx: RequestContext, fn, *args):
+        return await self._wait(ctx, asyncio.get_running_loop().run_in_executor(self.coding, fn, *args))
+
+    async def _wait(self, ctx: RequestContext, future: asyncio.Future):
+        """The future's result, unless the deadline passes first (504) or the client leaves (then nobody asks)."""
+        remaining = ctx.deadline - time.monotonic()
+        waiters = {future} if ctx.disconnected is None else {future, ctx.disconnected}
+        done: set = set()
+        if remaining > 0:
+            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        if future in done:
+            return future.result()
+        future.cancel()  # a queued job is skipped; a job already in a network pass finishes unread
+        if ctx.disconnected is not None and ctx.disconnected in done:
+            raise ClientGone("the client disconnected")
+        raise DeadlineExceeded(
+            f"the request did not finish within its deadline of {self.settings.request_timeout_s:g} s or less"
+        )
+
+
+def _set_torch_threads(n: int) -> None:
+    """Give this executor thread its own intra-op thread count (OpenMP/MKL keep it per calling thread).
+
+    ``get_num_threads`` first: it runs torch's lazy per-thread initialisation, which would otherwise reset the
+    count to the process-wide value on this thread's first parallel op.
+    """
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
+def _bind(fn, inst: Instance):
+    return lambda payloads: fn(inst, payloads)

@@ -1,0 +1,164 @@
+"""ModelPool: one warm :class:`~model_store.codec.ImageCodec` per configured (model, quality).
+
+An instance is *ready* only after a real compress + decompress round trip on its device (the first pass
+allocates buffers, picks kernels and touches every CDF table, so the first user request is not the slow one).
+Loading happens off the event loop; until every instance is ready ``/health/ready`` answers 503 and requests
+for an instance that is still loading get 503 ``not_ready``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from model_store import registry
+from model_store.codec import ImageCodec, ModelIdentity
+from model_store.container import StreamHeader
+from model_store.image_io import ImageLimits
+from service.errors import BadParameter, NotReady, UnknownModel, UnknownWeights
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service.pool")
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+@dataclass
+class Instance:
+    """One (model, quality) of the pool and where it is in its life."""
+
+    entry: registry.WeightsEntry
+    device: str
+    state: str = LOADING
+    codec: Optional[ImageCodec] = None
+    error: Optional[str] = None
+    load_seconds: Optional[float] = None
+
+    @property
+    def key(self) -> Tuple[str, int]:
+        return self.entry.model_id, self.entry.quality
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    def describe(self) -> dict:
+        return {
+            "quality": self.entry.quality,
+            "state": self.state,
+            "device": self.device,
+            "weights_sha256": self.entry.sha256,
+            "version": self.entry.version,
+            "lambda": self.entry.lmbda,
+            "load_seconds": self.load_seconds,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def warm_up_image(multiple: int) -> np.ndarray:
+    """A deterministic textured image two pad-multiples wide (touches every layer and entropy table)."""
+    side = 2 * multiple
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
+    rng = np.random.default_rng(0)
+    img = np.stack([128 + 90 * np.sin(xx / (9.0 + c) + yy / 13.0) for c in range(3)], axis=-1)
+    return np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class ModelPool:
+    """The warm instances, their readiness, and lookups by request parameters or by stream header."""
+
+    settings: ServiceSettings
+    instances: Dict[Tuple[str, int], Instance] = field(default_factory=dict)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.limits = ImageLimits(max_pixels=self.settings.max_pixels)
+
+    def configure(self) -> None:
+        """Resolve the configured (model, quality) pairs against the weights root (raises on unknown names)."""
+        registry.refresh()
+        self.device = self.settings.resolved_device()
+        for model, quality in self.settings.instances():
+            entry = registry.resolve(model, quality, root=self.settings.weights_root)
+            self.instances[(model, quality)] = Instance(entry=entry, device=self.device)
+
+    def load_all(self) -> None:
+        """Load and warm every instance (blocking: call it from a worker thread). A failure marks one instance."""
+        for inst in self.instances.values():
+            t0 = time.monotonic()
+            try:
+                net = registry.load_model(inst.entry)
+                identity = ModelIdentity(inst.entry.model_id, inst.entry.quality, inst.entry.digest)
+                codec = ImageCodec(net, identity, device=inst.device, limits=self.limits)
+                image = warm_up_image(codec.pad_multiple)
+                if codec.decompress(codec.compress(image)).shape != image.shape:
+                    raise RuntimeError("warm-up round trip changed the image size")
+            except Exception as exc:  # one broken instance must not hide the others
+                log.exception("loading %s q%d failed", *inst.key)
+                inst.state, inst.error = FAILED, f"{type(exc).__name__}: {exc}"
+                continue
+            inst.codec, inst.state = codec, READY
+            inst.load_seconds = round(time.monotonic() - t0, 3)
+            log.info("%s q%d ready on %s in %.2f s", *inst.key, inst.device, inst.load_seconds)
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return bool(self.instances) and all(inst.ready for inst in self.instances.values())
+
+    def count(self, state: str) -> int:
+        return sum(inst.state == state for inst in self.instances.values())
+
+    def served(self) -> Dict[str, List[int]]:
+        out: Dict[str, List[int]] = {}
+        for model, quality in sorted(self.instances):
+            out.setdefault(model, []).append(quality)
+        return out
+
+    @property
+    def default_model(self) -> str:
+        served = self.served()
+        shipped_default = registry.default_model(self.settings.weights_root)
+        return shipped_default if shipped_default in served else next(iter(served))
+
+    def describe(self) -> dict:
+        models = {}
+        for (model, _), inst in sorted(self.instances.items()):
+            info = models.setdefault(
+                model, {"model": model, "arch": inst.entry.arch, "preset": inst.entry.preset, "qualities": []}
+            )
+            info["qualities"].append(inst.describe())
+        return {"default_model": self.default_model if self.instances else None, "models": list(models.values())}
+
+    # -- lookups -------------------------------------------------------------------------------------------------
+    def get(self, model: Optional[str], quality: Optional[int]) -> Instance:
+        """The instance a request names; 404 for a model not served here, 400 (listing choices) for a quality."""
+        served = self.served()
+        model = model or self.default_model
+        if model not in served:
+            raise UnknownModel(f"model {model!r} is not served here; served models: {sorted(served)}")
+        if quality is None or quality not in served[model]:
+            raise BadParameter(f"quality must be one of {served[model]} for model {model!r}, got {quality}")
+        return self._ready(self.instances[(model, quality)])
+
+    def for_stream(self, header: StreamHeader) -> Instance:
+        """The instance that can decode a stream; 409 when this server does not hold the weights that made it."""
+        inst = self.instances.get((header.model_id, header.quality))
+        if inst is None:
+            raise UnknownWeights(
+                f"the stream was made by {header.model_id} q{header.quality}, which this server does not serve; "
+                f"served: {self.served()}"
+            )
+        return self._ready(inst)
+
+    def _ready(self, inst: Instance) -> Instance:
+        if inst.state == FAILED:
+            raise NotReady(f"{inst.key[0]} q{inst.key[1]} failed to load: {inst.error}")
+        if not inst.ready:
+            raise NotReady(f"{inst.key[0]} q{inst.key[1]} is still loading; retry shortly")
+        return inst

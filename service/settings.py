@@ -1,0 +1,138 @@
+"""Service configuration: typed, with defaults that work on a laptop CPU.
+
+Sources, highest priority first: keyword arguments, ``LIC_*`` environment variables, an optional settings file
+(``--settings FILE`` or ``LIC_SETTINGS_FILE``; ``.json``, ``.toml`` or a dotenv file with the same ``LIC_`` keys),
+then the defaults below. Examples::
+
+    LIC_MODELS='{"stf-small": [1, 4, 8]}' LIC_MAX_BATCH_SIZE=16 python -m service
+    python -m service --settings deploy/service.toml       # max_batch_size = 16, device = "cuda" ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from model_store import registry
+
+SETTINGS_FILE_ENV = "LIC_SETTINGS_FILE"
+
+
+class ServiceSettings(BaseSettings):
+    """Every knob of the service (env var = ``LIC_`` + the upper-cased field name)."""
+
+    model_config = SettingsConfigDict(env_prefix="LIC_", extra="forbid", frozen=True)
+
+    # -- what to serve -------------------------------------------------------------------------------------------
+    weights_root: Path = Field(
+        default=registry.WEIGHTS_ROOT, description="folder of <model>/<version>/manifest.json (model_store layout)"
+    )
+    models: Dict[str, List[int]] = Field(
+        default_factory=dict,
+        description="model id -> qualities to load warm; an empty list means all shipped qualities of that model, "
+        "an empty mapping means every quality of the default model",
+    )
+    device: str = Field(default="auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1'")
+
+    # -- batching ------------------------------------------------------------------------------------------------
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="most requests in one network pass")
+    max_batch_delay_ms: float = Field(
+        default=5.0, ge=0, le=10_000, description="longest the oldest queued request waits for companions"
+    )
+    queue_size: int = Field(default=64, ge=1, description="queued requests per (model, quality, op) before 429")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 429 and 503")
+
+    # -- limits --------------------------------------------------------------------------------------------------
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="deadline of a request from arrival; clients may shorten it per request"
+    )
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
+    max_pixels: int = Field(default=16_000_000, ge=1, description="422 above this (checked from headers first)")
+
+    # -- threads and lifecycle -----------------------------------------------------------------------------------
+    coding_threads: int = Field(
+        default_factory=lambda: max(1, min(8, os.cpu_count() or 1)),
+        ge=1,
+        description="threads for per-image entropy coding and image decode/encode",
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads of the network pass; 0 keeps torch's default (all cores)"
+    )
+    coding_torch_threads: int = Field(
+        default=1,
+        ge=1,
+        description="torch intra-op threads inside each coding thread; images are coded in parallel, so more "
+        "only oversubscribes the cores",
+    )
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="graceful shutdown: longest wait for in-flight work")
+
+    # -- server (used by ``python -m service``; the CLI's --host/--port override them) ---------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @field_validator("models")
+    @classmethod
+    def _qualities_are_positive(cls, value: Dict[str, List[int]]) -> Dict[str, List[int]]:
+        for model, qualities in value.items():
+            if any(q < 1 for q in qualities):
+                raise ValueError(f"qualities of {model} must be >= 1, got {qualities}")
+        return {model: sorted(set(qualities)) for model, qualities in value.items()}
+
+    def instances(self) -> List[Tuple[str, int]]:
+        """The (model, quality) pairs to load, resolved against the weights root (raises UnknownModelError)."""
+        shipped = registry.shipped_models(self.weights_root)
+        wanted = self.models or {registry.default_model(self.weights_root): []}
+        out = []
+        for model, qualities in wanted.items():
+            for quality in qualities or shipped.get(model, []):
+                registry.resolve(model, quality, root=self.weights_root)  # a clear error now, not at first request
+                out.append((model, quality))
+            if not qualities and model not in shipped:
+                registry.resolve(model, 1, root=self.weights_root)  # raises: unknown model
+        return out
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+def _file_source(settings_cls, path: Path) -> PydanticBaseSettingsSource:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return JsonConfigSettingsSource(settings_cls, json_file=path)
+    if suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    return DotEnvSettingsSource(settings_cls, env_file=path)
+
+
+def load_settings(settings_file: Optional[Path] = None, **overrides) -> ServiceSettings:
+    """Settings from keyword overrides > environment > settings file (argument or ``LIC_SETTINGS_FILE``)."""
+    path = settings_file or os.environ.get(SETTINGS_FILE_ENV)
+    if not path:
+        return ServiceSettings(**overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"settings file {path} does not exist")
+
+    class _WithFile(ServiceSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            return init_settings, env_settings, _file_source(settings_cls, path)
+
+    return ServiceSettings.model_validate(_WithFile(**overrides).model_dump())

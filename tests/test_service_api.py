@@ -1,0 +1,267 @@
+"""The HTTP contract of /compress, /decompress, /v1/models and /health, with every error code, on a real server."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.register_assert_rewrite("service_fixtures")
+
+from conftest import make_tiny_codec, natural_image  # noqa: E402
+from service_fixtures import MODEL, build_weights_root, local_codec, png  # noqa: E402
+
+from model_store import container  # noqa: E402
+from model_store.codec import ImageCodec  # noqa: E402
+from model_store.image_io import ImageLimits, encode_image, open_image  # noqa: E402
+
+pytest_plugins = ("service_fixtures",)
+
+
+def compress(http, body: bytes, content_type: str = "image/png", **params):
+    params.setdefault("quality", 1)
+    return http.post("/compress", params=params, content=body, headers={"Content-Type": content_type})
+
+
+def decompress(http, stream: bytes, **headers):
+    return http.post("/decompress", content=stream, headers={"Content-Type": "application/octet-stream", **headers})
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "code"} and body["code"] == code and body["error"]
+    return body
+
+
+# -- /compress ---------------------------------------------------------------------------------------------------
+def test_compress_returns_the_bitstream_with_rate_and_timing_headers(http):
+    body = png(48, 80)
+    r = compress(http, body, quality=2)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/octet-stream"
+    h = r.headers
+    assert (h["x-model"], h["x-quality"], h["x-image-width"], h["x-image-height"]) == (MODEL, "2", "80", "48")
+    assert int(h["x-original-bytes"]) == len(body) and int(h["x-compressed-bytes"]) == len(r.content)
+    assert float(h["x-bits-per-pixel"]) == pytest.approx(8 * len(r.content) / (48 * 80), rel=1e-5)
+    timing = h["server-timing"]
+    for name in ("image-io;dur=", "queue;dur=", "inference;dur=", "entropy;dur="):
+        assert name in timing
+    header = container.parse_header(r.content)
+    assert (header.model_id, header.quality, header.height, header.width) == (MODEL, 2, 48, 80)
+
+
+def test_compressed_stream_is_byte_identical_to_the_library(http, weights_root):
+    img = natural_image(64, 96, seed=3)
+    r = compress(http, encode_image(img, "PNG"), quality=1)
+    assert r.content == local_codec(weights_root, 1).compress(img)
+
+
+@pytest.mark.parametrize("fmt,content_type", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+def test_compress_accepts_png_jpeg_and_webp_bodies(http, fmt, content_type):
+    r = compress(http, encode_image(natural_image(40, 40), fmt), content_type)
+    assert r.status_code == 200 and r.headers["x-image-width"] == "40"
+
+
+def test_compress_accepts_multipart_uploads(http, weights_root):
+    img = natural_image(32, 48, seed=1)
+    r = http.post("/compress", params={"quality": 1}, files={"image": ("a.png", encode_image(img, "PNG"), "image/png")})
+    assert r.status_code == 200
+    assert r.content == local_codec(weights_root, 1).compress(img)
+
+
+def test_model_defaults_to_the_servers_default_model(http):
+    r = compress(http, png(16, 16))
+    assert r.status_code == 200 and r.headers["x-model"] == MODEL
+
+
+def test_exif_orientation_is_applied_before_compressing(http):
+    img = Image.fromarray(natural_image(20, 40))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    out = io.BytesIO()
+    img.save(out, format="JPEG", exif=exif)
+    r = compress(http, out.getvalue(), "image/jpeg")
+    assert (r.headers["x-image-width"], r.headers["x-image-height"]) == ("20", "40")
+
+
+# -- /decompress -------------------------------------------------------------------------------------------------
+def test_decompress_returns_the_same_pixels_as_the_library(http, weights_root):
+    img = natural_image(50, 70, seed=4)
+    stream = compress(http, encode_image(img, "PNG"), quality=2).content
+    r = decompress(http, stream)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert (r.headers["x-image-width"], r.headers["x-image-height"]) == ("70", "50")
+    assert "inference;dur=" in r.headers["server-timing"]
+    expected = local_codec(weights_root, 2).decompress(stream)
+    assert np.array_equal(open_image(r.content), expected)
+
+
+@pytest.mark.parametrize(
+    "accept,content_type",
+    [
+        (None, "image/png"),
+        ("*/*", "image/png"),
+        ("image/webp", "image/webp"),
+        ("image/jpeg", "image/jpeg"),
+        ("image/png;q=0.5, image/webp;q=0.9", "image/webp"),
+        ("image/*", "image/png"),
+    ],
+)
+def test_decompress_picks_the_format_from_accept(http, accept, content_type):
+    stream = compress(http, png(32, 32)).content
+    r = decompress(http, stream, **({"Accept": accept} if accept else {}))
+    assert r.status_code == 200 and r.headers["content-type"] == content_type
+    assert r.headers["vary"] == "Accept"
+    assert Image.open(io.BytesIO(r.content)).format == content_type.split("/")[1].upper()
+
+
+def test_decompress_unacceptable_accept_gets_406(http):
+    stream = compress(http, png(16, 16)).content
+    assert_error(decompress(http, stream, Accept="image/gif"), 406, "not_acceptable")
+
+
+def test_decompress_has_a_strong_etag_per_format_and_answers_if_none_match_with_304(http):
+    stream = compress(http, png(32, 40)).content
+    first = decompress(http, stream)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert decompress(http, stream).headers["etag"] == etag
+    assert decompress(http, stream, Accept="image/webp").headers["etag"] != etag
+    again = decompress(http, stream, **{"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag and again.headers["vary"] == "Accept"
+    assert decompress(http, stream, **{"If-None-Match": '"other"'}).status_code == 200
+
+
+# -- introspection -----------------------------------------------------------------------------------------------
+def test_models_lists_every_quality_with_weights_digest_device_and_state(http, weights_root):
+    body = http.get("/v1/models").json()
+    assert body["default_model"] == MODEL and body["ready"] is True
+    (model,) = body["models"]
+    assert model["model"] == MODEL and [q["quality"] for q in model["qualities"]] == [1, 2]
+    for q in model["qualities"]:
+        assert q["state"] == "ready" and q["device"] == "cpu"
+        assert bytes.fromhex(q["weights_sha256"]) == local_codec(weights_root, q["quality"]).identity.digest
+
+
+def test_health_endpoints(http):
+    assert http.get("/health/live").json() == {"status": "alive"}
+    assert http.get("/health/ready").json() == {"status": "ready"}
+
+
+# -- errors ------------------------------------------------------------------------------------------------------
+def test_unknown_quality_gets_400_listing_the_allowed_values(http):
+    body = assert_error(compress(http, png(8, 8), quality=9), 400, "bad_parameter")
+    assert "[1, 2]" in body["error"]
+
+
+@pytest.mark.parametrize("params", [{}, {"quality": "high"}])
+def test_missing_or_malformed_quality_gets_400(http, params):
+    r = http.post("/compress", params=params, content=png(8, 8), headers={"Content-Type": "image/png"})
+    assert "quality" in assert_error(r, 400, "bad_parameter")["error"]
+
+
+def test_unknown_model_gets_404(http):
+    body = assert_error(compress(http, png(8, 8), model="no-such-model"), 404, "unknown_model")
+    assert MODEL in body["error"]
+
+
+def test_oversized_body_gets_413(http, server):
+    too_big = b"\x89PNG\r\n\x1a\n" + bytes(server.settings.max_body_bytes)
+    assert_error(compress(http, too_big), 413, "body_too_large")
+
+
+def test_oversized_chunked_body_without_length_gets_413(http, server):
+    def chunks():
+        for _ in range(server.settings.max_body_bytes // 65536 + 2):
+            yield bytes(65536)
+
+    r = http.post("/compress", params={"quality": 1}, content=chunks(), headers={"Content-Type": "image/png"})
+    assert_error(r, 413, "body_too_large")
+
+
+@pytest.mark.parametrize("content_type", ["image/gif", "text/plain", "application/octet-stream"])
+def test_unsupported_image_type_gets_415(http, content_type):
+    assert_error(compress(http, png(8, 8), content_type), 415, "unsupported_media_type")
+
+
+def test_non_bitstream_content_type_on_decompress_gets_415(http):
+    r = http.post("/decompress", content=b"x", headers={"Content-Type": "image/png"})
+    assert_error(r, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "body", [b"not an image at all", png(16, 16)[:40], encode_image(natural_image(8, 8), "PNG")[:-30]]
+)
+def test_undecodable_image_gets_422(http, body):
+    assert_error(compress(http, body), 422, "bad_image")
+
+
+def test_mislabelled_gif_gets_422_without_reaching_the_decoder(http):
+    out = io.BytesIO()
+    Image.fromarray(natural_image(8, 8)).save(out, format="GIF")
+    assert_error(compress(http, out.getvalue()), 422, "bad_image")
+
+
+def test_transparent_image_gets_422(http):
+    rgba = np.dstack([natural_image(8, 8), np.full((8, 8), 128, np.uint8)])
+    out = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(out, format="PNG")
+    assert "transparency" in assert_error(compress(http, out.getvalue()), 422, "bad_image")["error"]
+
+
+def test_image_with_too_many_pixels_gets_422(http, server):
+    side = int(server.settings.max_pixels**0.5) + 1
+    assert_error(compress(http, encode_image(np.zeros((side, side, 3), np.uint8), "PNG")), 422, "too_many_pixels")
+
+
+def test_stream_with_too_many_pixels_gets_422_from_its_header(http, server, weights_root):
+    codec = local_codec(weights_root, 1)
+    unlimited = ImageCodec(codec.model, codec.identity, limits=ImageLimits(max_pixels=10**8))
+    side = int(server.settings.max_pixels**0.5) + 4
+    stream = unlimited.compress(natural_image(side, side))
+    # damage the payload: were it decoded, this would be corrupt_bitstream; the header check must come first
+    damaged = stream[:-1] + bytes([stream[-1] ^ 0xFF])
+    assert_error(decompress(http, damaged), 422, "too_many_pixels")
+
+
+@pytest.mark.parametrize("damage", ["payload", "truncate", "magic"])
+def test_corrupt_bitstream_gets_422(http, damage):
+    stream = compress(http, png(32, 32)).content
+    if damage == "payload":
+        bad, code = stream[:-3] + bytes([stream[-3] ^ 0x10]) + stream[-2:], "corrupt_bitstream"
+    elif damage == "truncate":
+        bad, code = stream[:-5], "truncated_bitstream"
+    else:
+        bad, code = b"XXXX" + stream[4:], "corrupt_bitstream"
+    assert_error(decompress(http, bad), 422, code)
+
+
+def test_stream_from_other_weights_gets_409(http, tmp_path):
+    other = build_weights_root(tmp_path, seed=7)  # same model id and quality, different weights
+    stream = local_codec(other, 1).compress(natural_image(16, 16))
+    assert "weights" in assert_error(decompress(http, stream), 409, "weights_mismatch")["error"]
+
+
+def test_stream_from_a_model_this_server_does_not_serve_gets_409(http):
+    stream = make_tiny_codec().compress(natural_image(16, 16))
+    assert_error(decompress(http, stream), 409, "unknown_weights")
+
+
+def test_unknown_route_and_method_are_json_errors(http):
+    assert_error(http.get("/nope"), 404, "not_found")
+    assert_error(http.get("/compress"), 405, "method_not_allowed")
+
+
+def test_bad_timeout_header_gets_400(http):
+    r = http.post(
+        "/compress",
+        params={"quality": 1},
+        content=png(8, 8),
+        headers={"Content-Type": "image/png", "X-Request-Timeout": "-1"},
+    )
+    assert_error(r, 400, "bad_parameter")

@@ -1,0 +1,139 @@
+"""The contract (OpenAPI), the Python clients and the command line, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+pytest.register_assert_rewrite("service_fixtures")
+
+from conftest import natural_image  # noqa: E402
+from service_fixtures import MODEL, local_codec, png  # noqa: E402
+
+from model_store.image_io import encode_image, open_image  # noqa: E402
+from service.__main__ import OPENAPI_PATH, main, openapi_document, parse_args  # noqa: E402
+from service.client import AsyncLicClient, ServiceClientError, parse_server_timing  # noqa: E402
+
+pytest_plugins = ("service_fixtures",)
+
+
+# -- OpenAPI -----------------------------------------------------------------------------------------------------------
+def test_checked_in_openapi_document_equals_what_the_app_serves(http):
+    checked_in = json.loads(OPENAPI_PATH.read_text())
+    assert http.get("/openapi.json").json() == checked_in, (
+        "regenerate: python -m service openapi --out openapi/openapi.json"
+    )
+    assert json.loads(openapi_document()) == checked_in
+
+
+def test_openapi_documents_binary_bodies_and_error_codes():
+    spec = json.loads(OPENAPI_PATH.read_text())
+    compress = spec["paths"]["/compress"]["post"]
+    body = compress["requestBody"]["content"]
+    assert {"image/png", "image/jpeg", "image/webp", "multipart/form-data"} <= set(body)
+    assert body["image/png"]["schema"] == {"type": "string", "format": "binary"}
+    assert compress["responses"]["200"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    assert "X-Bits-Per-Pixel" in compress["responses"]["200"]["headers"]
+    decompress = spec["paths"]["/decompress"]["post"]
+    assert set(decompress["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
+    assert {"304", "406", "409", "422", "429", "503", "504"} <= set(decompress["responses"])
+    assert decompress["responses"]["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_openapi_check_command_detects_a_stale_document(tmp_path, capsys):
+    stale = tmp_path / "openapi.json"
+    stale.write_text("{}\n")
+    assert main(["openapi", "--out", str(stale), "--check"]) == 1
+    assert main(["openapi", "--out", str(stale)]) == 0
+    assert main(["openapi", "--out", str(stale), "--check"]) == 0
+
+
+# -- clients -----------------------------------------------------------------------------------------------------------
+def test_sync_client_round_trip(client, weights_root):
+    img = natural_image(40, 56, seed=2)
+    result = client.compress(encode_image(img, "PNG"), quality=2)
+    assert (result.model, result.quality, result.width, result.height) == (MODEL, 2, 56, 40)
+    assert result.compressed_bytes == len(result.stream) and result.bpp > 0
+    assert set(result.server_timing) == {"image-io", "queue", "inference", "entropy"}
+    assert result.stream == local_codec(weights_root, 2).compress(img)
+    back = client.decompress(result.stream)
+    assert back.content_type == "image/png" and open_image(back.data).shape == img.shape
+    assert client.decompress(result.stream, etag=back.etag).not_modified
+    assert client.models()["default_model"] == MODEL and client.ready()
+    assert "lic_http_requests_total" in client.metrics()
+
+
+def test_sync_client_multipart_upload_equals_raw_upload(client):
+    body = png(24, 24)
+    assert client.compress(body, quality=1, multipart=True).stream == client.compress(body, quality=1).stream
+
+
+def test_client_errors_carry_the_servers_code(client):
+    with pytest.raises(ServiceClientError) as error:
+        client.compress(png(8, 8), quality=99)
+    assert (error.value.status, error.value.code) == (400, "bad_parameter")
+    with pytest.raises(ServiceClientError) as error:
+        client.decompress(b"LICx" + bytes(60))
+    assert error.value.status == 422
+
+
+def test_async_client_round_trip(server):
+    async def scenario():
+        async with AsyncLicClient(server.url) as client:
+            results = await asyncio.gather(*(client.compress(png(32, 32, s), quality=1) for s in range(4)))
+            back = await client.decompress(results[0].stream, accept="image/webp")
+            assert await client.ready()
+            return results, back, await client.models()
+
+    results, back, models = asyncio.run(scenario())
+    assert all(r.width == 32 for r in results)
+    assert back.content_type == "image/webp" and models["models"][0]["model"] == MODEL
+
+
+def test_server_timing_parser():
+    assert parse_server_timing('queue;dur=1.5, inference;dur=2;desc="batch of 2", x') == {
+        "queue": 1.5,
+        "inference": 2.0,
+    }
+
+
+# -- command line ------------------------------------------------------------------------------------------------------
+def test_cli_compress_then_decompress_round_trips(server, tmp_path, capsys, weights_root):
+    img = natural_image(30, 50, seed=5)
+    source, stream, back = tmp_path / "in.png", tmp_path / "out.bin", tmp_path / "back.png"
+    source.write_bytes(encode_image(img, "PNG"))
+    assert main(["compress", str(source), str(stream), "--quality", "1", "--url", server.url]) == 0
+    assert "bpp" in capsys.readouterr().out
+    assert stream.read_bytes() == local_codec(weights_root, 1).compress(img)
+    assert main(["decompress", str(stream), str(back), "--url", server.url]) == 0
+    assert np.array_equal(open_image(back), local_codec(weights_root, 1).decompress(stream.read_bytes()))
+    webp = tmp_path / "back.webp"
+    assert main(["decompress", str(stream), str(webp), "--url", server.url]) == 0
+    assert webp.read_bytes()[8:12] == b"WEBP"
+
+
+def test_cli_reports_server_errors_with_their_code(server, tmp_path, capsys):
+    source = tmp_path / "in.png"
+    source.write_bytes(png(8, 8))
+    assert main(["compress", str(source), str(tmp_path / "o.bin"), "--quality", "42", "--url", server.url]) == 1
+    assert "bad_parameter" in capsys.readouterr().err
+
+
+def test_cli_requires_a_quality(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["compress", "in.png", "out.bin"])
+
+
+@pytest.mark.parametrize("argv", [[], ["--port", "9000"], ["serve", "--host", "0.0.0.0", "--port", "9000"]])
+def test_serve_is_the_default_command(argv):
+    args = parse_args(argv)
+    assert args.command == "serve" and args.port in (None, 9000)
+
+
+def test_serve_without_weights_exits_with_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIC_WEIGHTS_ROOT", str(tmp_path))
+    assert main(["serve", "--port", "0"]) == 2
+    assert "cannot serve: no shipped weights" in capsys.readouterr().err

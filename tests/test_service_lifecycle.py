@@ -1,0 +1,183 @@
+"""Startup, readiness, settings, draining and shutdown: in-process servers and one real ``python -m service``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.register_assert_rewrite("service_fixtures")
+
+from service_fixtures import MODEL, QUALITIES, ServerThread, png, running, settings_for  # noqa: E402
+
+from model_store.errors import UnknownModelError  # noqa: E402
+from service.pool import ModelPool  # noqa: E402
+from service.settings import ServiceSettings, load_settings  # noqa: E402
+
+pytest_plugins = ("service_fixtures",)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def post_image(url: str, **kwargs) -> httpx.Response:
+    return httpx.post(
+        url + "/compress", params={"quality": 1}, content=png(16, 16), headers={"Content-Type": "image/png"}, **kwargs
+    )
+
+
+# -- readiness -------------------------------------------------------------------------------------------------------
+def test_ready_is_503_until_every_instance_is_warmed_up(weights_root, monkeypatch):
+    release = threading.Event()
+    warmed = ModelPool.load_all
+
+    def slow_load_all(pool):
+        release.wait(20)
+        warmed(pool)
+
+    monkeypatch.setattr(ModelPool, "load_all", slow_load_all)
+    with ServerThread(settings_for(weights_root), wait_ready=False) as server:
+        assert httpx.get(server.url + "/health/live").status_code == 200
+        not_ready = httpx.get(server.url + "/health/ready")
+        assert not_ready.status_code == 503 and not_ready.json()["code"] == "not_ready"
+        assert not_ready.headers["retry-after"] == "1"
+        states = [q["state"] for q in httpx.get(server.url + "/v1/models").json()["models"][0]["qualities"]]
+        assert states == ["loading", "loading"]
+        refused = post_image(server.url)
+        assert refused.status_code == 503 and refused.json()["code"] == "not_ready"
+        release.set()
+        deadline = time.monotonic() + 20
+        while httpx.get(server.url + "/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert post_image(server.url).status_code == 200
+
+
+def test_an_unknown_configured_model_stops_startup(weights_root):
+    with pytest.raises(RuntimeError, match="did not start"):
+        with ServerThread(settings_for(weights_root, models={"no-such-model": []})):
+            pass
+
+
+def test_default_configuration_serves_every_quality_of_the_default_model(weights_root):
+    pool = ModelPool(ServiceSettings(weights_root=weights_root))
+    pool.configure()
+    assert pool.served() == {MODEL: list(QUALITIES)}
+    with pytest.raises(UnknownModelError):
+        ServiceSettings(weights_root=weights_root, models={MODEL: [7]}).instances()
+
+
+# -- settings ----------------------------------------------------------------------------------------------------------
+def test_settings_come_from_env_vars_then_a_file_then_defaults(tmp_path, monkeypatch):
+    file = tmp_path / "service.json"
+    file.write_text(json.dumps({"max_batch_size": 3, "queue_size": 9, "models": {"m": [1, 2]}}))
+    monkeypatch.setenv("LIC_QUEUE_SIZE", "11")
+    monkeypatch.setenv("LIC_MAX_BATCH_DELAY_MS", "7.5")
+    settings = load_settings(file)
+    assert settings.max_batch_size == 3  # file
+    assert settings.queue_size == 11  # env beats file
+    assert settings.max_batch_delay_ms == 7.5  # env
+    assert settings.models == {"m": [1, 2]}
+    assert settings.request_timeout_s == ServiceSettings.model_fields["request_timeout_s"].default
+    assert load_settings(file, queue_size=5).queue_size == 5  # explicit arguments beat everything
+
+
+def test_settings_file_may_be_toml_or_dotenv_and_named_by_env(tmp_path, monkeypatch):
+    toml = tmp_path / "service.toml"
+    toml.write_text('device = "cpu"\nmax_batch_size = 5\n[models]\nstf-small = [1, 4]\n')
+    assert load_settings(toml).models == {"stf-small": [1, 4]}
+    dotenv = tmp_path / "service.env"
+    dotenv.write_text("LIC_MAX_BATCH_SIZE=6\n")
+    monkeypatch.setenv("LIC_SETTINGS_FILE", str(dotenv))
+    assert load_settings().max_batch_size == 6
+
+
+def test_bad_settings_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIC_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValueError):
+        load_settings()
+    monkeypatch.delenv("LIC_MAX_BATCH_SIZE")
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"max_batch_sise": 4}')
+    with pytest.raises(ValueError):
+        load_settings(typo)
+
+
+# -- draining --------------------------------------------------------------------------------------------------------
+def test_a_draining_server_refuses_new_work_and_finishes_what_is_in_flight(weights_root):
+    with running(weights_root, max_batch_delay_ms=400) as server:
+        in_flight = {}
+        worker = threading.Thread(target=lambda: in_flight.setdefault("r", post_image(server.url, timeout=30)))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while server.service.in_flight == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        server.service.begin_drain()
+        refused = post_image(server.url)
+        assert refused.status_code == 503 and refused.json()["code"] == "draining" and "retry-after" in refused.headers
+        assert httpx.get(server.url + "/health/ready").json()["code"] == "draining"
+        assert httpx.get(server.url + "/health/live").status_code == 200
+        worker.join(30)
+        assert in_flight["r"].status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_python_m_service_serves_then_drains_and_exits_cleanly_on_sigterm(weights_root):
+    """The real entry point in a subprocess (the test preset is registered first, as an installed family would be)."""
+    port = _free_port()
+    launcher = (
+        "import runpy, sys; sys.path.insert(0, 'tests'); import service_fixtures; "
+        "service_fixtures.register_test_preset(); "
+        f"sys.argv = ['service', '--host', '127.0.0.1', '--port', '{port}', '--log-level', 'warning']; "
+        "runpy.run_module('service', run_name='__main__')"
+    )
+    env = {
+        **os.environ,
+        "LIC_WEIGHTS_ROOT": str(weights_root),
+        "LIC_MODELS": json.dumps({MODEL: [1]}),
+        "LIC_MAX_BATCH_DELAY_MS": "600",
+        "LIC_DRAIN_TIMEOUT_S": "10",
+    }
+    proc = subprocess.Popen([sys.executable, "-c", launcher], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.1)
+        in_flight = {}
+        worker = threading.Thread(target=lambda: in_flight.setdefault("r", post_image(url, timeout=30)))
+        worker.start()
+        time.sleep(0.2)  # queued: the batch waits 600 ms for companions
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.15)  # the drain flag is picked up on uvicorn's next 100 ms tick
+        refused = post_image(url)
+        assert refused.status_code == 503 and refused.json()["code"] == "draining"
+        worker.join(30)
+        assert in_flight["r"].status_code == 200
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
