@@ -16,6 +16,7 @@ serve: $(STAMP)
 	$(BIN)/python -m service --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 test: $(STAMP)
+	bash scripts/install_test_tools.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -84,8 +84,10 @@ class ImageCodec:
         identity: ModelIdentity,
         device: str = "cpu",
         limits: ImageLimits = ImageLimits(),
+        batch_invariant: bool = True,
     ):
         self.identity = identity
+        self.batch_invariant = batch_invariant
         self.device = torch.device(device)
         self.limits = limits
         self.model = model.to(self.device).float().eval()
@@ -114,8 +116,22 @@ class ImageCodec:
             raise ValueError(f"a batch must hold images of one size, got {sorted(shapes)}")
         h, w = images[0].shape[:2]
         check_dimensions(w, h, self.limits)
-        x = torch.stack([image_to_tensor(img) for img in images]).to(self.device)
-        return self.model.analysis(pad_to_multiple(x, self.pad_multiple)).float().cpu()
+        x = pad_to_multiple(torch.stack([image_to_tensor(img) for img in images]).to(self.device), self.pad_multiple)
+        return self._per_image(self.model.analysis, x).float().cpu()
+
+    def _per_image(self, transform, x: Tensor) -> Tensor:
+        """Apply a heavy transform to a batch, one image at a time unless batch invariance was waived.
+
+        Convolution and attention kernels (oneDNN, cuDNN) pick batch-size-dependent algorithms, which moves
+        float results by ~1e-6: enough to flip ``round(y - μ)`` for a few of the ~200k latents of a photo (a
+        different, equally valid stream) or a decoded pixel by one level. The contract is that a batch gives the
+        same bytes and pixels as one-by-one, so by default each image gets its own call; batching still pays
+        off in the queueing, the thread-pool entropy coding and the Python overhead it amortises.
+        ``batch_invariant=False`` runs the transforms batched for GPU throughput, at the cost of that contract.
+        """
+        if not self.batch_invariant or x.shape[0] == 1:
+            return transform(x)
+        return torch.cat([transform(x[i : i + 1]) for i in range(x.shape[0])])
 
     @torch.no_grad()
     def encode_latent(self, y: Tensor, height: int, width: int) -> bytes:
@@ -191,7 +207,7 @@ class ImageCodec:
     def synthesise(self, y_hats: Sequence[Tensor], headers: Sequence[container.StreamHeader]) -> List[np.ndarray]:
         """Batched g_s over same-shaped latents, then crop each image back to its original size."""
         y = torch.cat(list(y_hats)).to(self.device)
-        x_hat = self.model.synthesis(y)
+        x_hat = self._per_image(self.model.synthesis, y)
         return [tensor_to_image(x_hat[i, :, : hd.height, : hd.width]) for i, hd in enumerate(headers)]
 
     def decompress_batch(self, streams: Sequence[bytes]) -> List[np.ndarray]:

@@ -1,0 +1,111 @@
+"""The codec contract, for every architecture (tiny random-initialised presets, real rANS streams).
+
+Each architecture family must give: any input size, identical streams and pixels whatever the batch size or
+thread count, the same pixels in a fresh process, and typed errors for damaged streams.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import natural_image
+from model_store.architectures.registry import architectures, create_model, get_preset
+from model_store.codec import ImageCodec, ModelIdentity
+from model_store.errors import BitstreamError
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ["erstc", "stf", "tic", "tic_plus", "wacnn", "zigzag"]
+
+
+def tiny_codec(arch: str) -> ImageCodec:
+    torch.manual_seed(0)
+    quality = get_preset(arch, "tiny").qualities[0]
+    model = create_model(arch, "tiny", quality)
+    model.update(force=True)
+    return ImageCodec(model, ModelIdentity(f"{arch}-tiny", quality, bytes(32)))
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def codec(request) -> ImageCodec:
+    return tiny_codec(request.param)
+
+
+def test_every_seed_architecture_is_registered_with_paper_small_and_tiny_presets():
+    assert set(ARCHS) <= set(architectures())
+    for arch in ARCHS:
+        assert get_preset(arch, "paper").is_paper
+        assert get_preset(arch, "small").departures and get_preset(arch, "tiny").departures
+
+
+@pytest.mark.parametrize("size", [(77, 131), (1, 1), (64, 64)])
+def test_any_size_round_trips_to_the_original_size(codec, size):
+    img = natural_image(*size)
+    out = codec.decompress(codec.compress(img))
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_batch_of_three_gives_the_same_streams_and_pixels_as_one_by_one(codec):
+    images = [natural_image(70, 90, seed) for seed in range(3)]
+    streams = codec.compress_batch(images)
+    assert streams == [codec.compress(img) for img in images]
+    decoded = codec.decompress_batch(streams)
+    for stream, img in zip(streams, decoded):
+        assert np.array_equal(codec.decompress(stream), img)
+
+
+def test_thread_count_changes_neither_stream_nor_pixels(codec):
+    img = natural_image(70, 90, seed=5)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, pixels_one = codec.compress(img), None
+        pixels_one = codec.decompress(one)
+        torch.set_num_threads(2)
+        two = codec.compress(img)
+        assert one == two and np.array_equal(codec.decompress(two), pixels_one)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_truncated_and_bit_flipped_streams_raise_typed_errors(codec):
+    stream = codec.compress(natural_image(64, 64))
+    with pytest.raises(BitstreamError):
+        codec.decompress(stream[:-1])
+    flipped = bytearray(stream)
+    flipped[len(flipped) // 2] ^= 0x04
+    with pytest.raises(BitstreamError):
+        codec.decompress(bytes(flipped))
+
+
+def test_a_fresh_process_decodes_every_architecture_to_the_same_pixels(tmp_path):
+    expected = {}
+    for arch in ARCHS:
+        codec = tiny_codec(arch)
+        stream = codec.compress(natural_image(70, 90, seed=7))
+        (tmp_path / f"{arch}.bin").write_bytes(stream)
+        expected[arch] = codec.decompress(stream)
+    script = (
+        "import json, sys, numpy as np, torch; sys.path.insert(0, 'tests'); torch.set_num_threads(1)\n"
+        "from test_codec_contract import tiny_codec\n"
+        f"for arch in {ARCHS!r}:\n"
+        f"    out = tiny_codec(arch).decompress(open(r'{tmp_path}/' + arch + '.bin', 'rb').read())\n"
+        f"    np.save(r'{tmp_path}/' + arch + '.npy', out)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True)
+    for arch in ARCHS:
+        assert np.array_equal(np.load(tmp_path / f"{arch}.npy"), expected[arch]), arch
+
+
+def test_cli_lists_every_architecture_as_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "model_store", "list", "--json"], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    listed = {row["arch"] for row in json.loads(out.stdout)["models"]}
+    assert set(ARCHS) <= listed
