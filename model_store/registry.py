@@ -177,6 +177,7 @@ def save_weights(model: LearnedImageCodec, path: Path, metadata: Optional[Dict[s
     """Write fp16 safetensors with CDF tables; returns the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(export_state(model), str(path), metadata=metadata or {})
+    path.chmod(0o644)  # safetensors writes 0600; images run the service as a non-root user
     return sha256_file(path)
 
 

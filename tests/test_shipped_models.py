@@ -1,0 +1,58 @@
+"""Quality of the shipped weights, on validation crops that were never trained on (tests/assets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store import registry
+from model_store.codec import bits_per_pixel, load_codec
+from model_store.image_io import open_image
+from model_store.metrics import psnr
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED = registry.shipped_models()
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return open_image(ASSETS / "val_citrus_384x256.png")
+
+
+def test_a_default_model_is_declared_and_shipped():
+    assert registry.default_model() in SHIPPED
+
+
+def test_every_shipped_file_matches_its_manifest_digest():
+    for model, qualities in SHIPPED.items():
+        for q in qualities:
+            entry = registry.resolve(model, q)
+            assert registry.sha256_file(entry.path) == entry.sha256
+
+
+def test_default_model_reconstructs_a_validation_photo(image):
+    model = registry.default_model()
+    results = []
+    for q in SHIPPED[model]:
+        codec = load_codec(model, q)
+        stream = codec.compress(image)
+        out = codec.decompress(stream)
+        results.append((bits_per_pixel(stream, *image.shape[:2]), psnr(image, out)))
+    for bpp, quality_db in results:
+        assert 0.02 < bpp < 2.0
+        assert quality_db > 24.0  # random weights give < 12 dB
+    # higher quality: more bits and a better picture
+    assert [r[0] for r in results] == sorted(r[0] for r in results)
+    assert [r[1] for r in results] == sorted(r[1] for r in results)
+
+
+def test_streams_name_the_shipped_weights(image):
+    from model_store import container
+
+    model = registry.default_model()
+    q = SHIPPED[model][0]
+    header = container.parse_header(load_codec(model, q).compress(image))
+    assert header.model_id == model and header.weights_digest == registry.resolve(model, q).digest
