@@ -30,6 +30,8 @@ def render(manifest: Dict, report: Optional[Dict]) -> str:
         f"Architecture `{preset.arch}`, preset `{preset.name}`: {preset.description}.",
         "",
     ]
+    if manifest.get("notes"):
+        lines += [f"**Status.** {manifest['notes']}", ""]
     if preset.departures:
         lines += [f"**Not the paper configuration.** {preset.departures}.", ""]
     lines += [

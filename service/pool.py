@@ -94,7 +94,9 @@ class ModelPool:
             try:
                 net = registry.load_model(inst.entry)
                 identity = ModelIdentity(inst.entry.model_id, inst.entry.quality, inst.entry.digest)
-                codec = ImageCodec(net, identity, device=inst.device, limits=self.limits)
+                codec = ImageCodec(
+                    net, identity, device=inst.device, limits=self.limits, batch_invariant=self.settings.batch_invariant
+                )
                 image = warm_up_image(codec.pad_multiple)
                 if codec.decompress(codec.compress(image)).shape != image.shape:
                     raise RuntimeError("warm-up round trip changed the image size")

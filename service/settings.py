@@ -75,6 +75,11 @@ class ServiceSettings(BaseSettings):
         description="torch intra-op threads inside each coding thread; images are coded in parallel, so more "
         "only oversubscribes the cores",
     )
+    batch_invariant: bool = Field(
+        default=True,
+        description="run the network one image at a time inside a batch so batched requests get byte-identical "
+        "streams and pixels (false: batched kernels, faster on a GPU, streams may differ in a few symbols)",
+    )
     drain_timeout_s: float = Field(default=30.0, ge=0, description="graceful shutdown: longest wait for in-flight work")
 
     # -- server (used by ``python -m service``; the CLI's --host/--port override them) ---------------------------
