@@ -81,6 +81,7 @@ from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, 
 from model_store.architectures.registry import Preset, register
 from model_store.entropy.causal_context import CausalContextCoding
 from model_store.layers.cam import CausalAttentionModule
+from model_store.layers.swin import init_transformer_weights
 from model_store.layers.swin_v2 import FeatureEnhancement, ResidualSwinV2Group
 
 __all__ = [
@@ -220,17 +221,6 @@ def _feature_enhancement(cfg: ERSTCConfig) -> nn.Module:
     )
 
 
-def _init_linear_and_norm(module: nn.Module) -> None:
-    """TIC / SwinV2 ``_init_weights``: Linear ~ trunc-normal(0.02) with zero bias; LayerNorm (1, 0)."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class ERSTC(CausalContextCoding, LearnedImageCodec):
     """Wang et al. 2023 (see the module docstring): SwinV2 transforms + FE module + TIC's CAM context."""
 
@@ -295,7 +285,7 @@ class ERSTC(CausalContextCoding, LearnedImageCodec):
         )
         self.entropy_bottleneck, self.gaussian_conditional = make_entropy_models(n)
 
-        self.apply(_init_linear_and_norm)
+        self.apply(init_transformer_weights)
         if cfg.identity_init:  # SwinV2's _init_respostnorm runs after the generic init, as in the reference
             for module in self.modules():
                 if isinstance(module, ResidualSwinV2Group):

@@ -81,7 +81,7 @@ from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, 
 from model_store.architectures.registry import Preset, register
 from model_store.entropy.causal_context import CausalContextCoding
 from model_store.layers.cam import CausalAttentionModule
-from model_store.layers.swin import BasicLayer, map_to_tokens, tokens_to_map
+from model_store.layers.swin import BasicLayer, init_transformer_weights, map_to_tokens, tokens_to_map
 
 #: λ of the loss ``λ·255²·MSE + bpp`` for qualities 1..8 (the paper's MSE models).
 TIC_LAMBDAS: Dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.0483, 7: 0.0932, 8: 0.18}
@@ -146,16 +146,6 @@ def _drop_path_slices(depths: Sequence[int], rate: float) -> List[List[float]]:
     rates = [rate * k / (total - 1) if total > 1 else 0.0 for k in range(total)]  # torch.linspace(0, rate, total)
     starts = [sum(depths[:k]) for k in range(len(depths))]
     return [rates[s : s + d] for s, d in zip(starts, depths)]
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 class TIC(CausalContextCoding, LearnedImageCodec):
@@ -227,7 +217,7 @@ class TIC(CausalContextCoding, LearnedImageCodec):
             nn.GELU(),
             nn.Conv2d(m * 8 // 3, m * 6 // 3, 1),
         )
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     # -- training ---------------------------------------------------------------------------------------------------
     def entropy_params_map(self, hyper: Tensor, y_hat: Tensor) -> Tuple[Tensor, Tensor]:

@@ -555,3 +555,15 @@ class WindowAttentionModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv_a(x) * torch.sigmoid(self.conv_b(x))
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """The Swin/TIC ``_init_weights`` (apply with ``model.apply``): Linear ~ trunc-normal(0.02) with zero bias,
+    LayerNorm (1, 0). Shared by every family whose reference initialises its transformer layers this way."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
