@@ -276,7 +276,6 @@ def windowed_attention(attn: nn.Module, x: Tensor, window_size: int, shift_size:
     return x
 
 
-_windowed_attention = windowed_attention  # earlier private name, still imported by swin_v2
 
 
 class SwinTransformerBlock(nn.Module):
@@ -448,9 +447,7 @@ class BasicLayer(nn.Module):
         self.dim = dim
         self.depth = depth
         self.window_size = window_size
-        rates: List[float] = list(drop_path) if isinstance(drop_path, Sequence) else [float(drop_path)] * depth
-        if len(rates) != depth:
-            raise ValueError(f"{len(rates)} drop-path rates for {depth} blocks")
+        rates = drop_path_rates(drop_path, depth)
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
                 dim=dim,
@@ -567,3 +564,11 @@ def init_transformer_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def drop_path_rates(drop_path, depth: int) -> List[float]:
+    """One stochastic-depth rate per block: a list is taken as is (checked), a number is repeated."""
+    rates: List[float] = list(drop_path) if isinstance(drop_path, Sequence) else [float(drop_path)] * depth
+    if len(rates) != depth:
+        raise ValueError(f"{len(rates)} drop-path rates for {depth} blocks")
+    return rates

@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from model_store.layers.swin import (
     DropPath,
     Mlp,
-    _windowed_attention,
+    drop_path_rates,
+    windowed_attention,
     map_to_tokens,
     tokens_to_map,
 )
@@ -231,7 +232,7 @@ class SwinV2Block(nn.Module):
         pad_b, pad_r = (-h) % ws, (-w) % ws
         if pad_b or pad_r:
             y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
-        y = _windowed_attention(self.attn, y, ws, self.shift_size)  # type: ignore[arg-type]
+        y = windowed_attention(self.attn, y, ws, self.shift_size)  # type: ignore[arg-type]
         if pad_b or pad_r:
             y = y[:, :h, :w, :]
         x = x + self.drop_path(self.norm1(y.reshape(b, length, c)))
@@ -275,9 +276,7 @@ class ResidualSwinV2Group(nn.Module):
         cpb_hidden: int = 512,
     ):
         super().__init__()
-        rates = list(drop_path) if isinstance(drop_path, Sequence) else [float(drop_path)] * depth
-        if len(rates) != depth:
-            raise ValueError(f"{len(rates)} drop-path rates for {depth} blocks")
+        rates = drop_path_rates(drop_path, depth)
         self.dim = dim
         self.depth = depth
         self.window_size = window_size
