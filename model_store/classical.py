@@ -68,6 +68,13 @@ def _imagecodecs():
     return imagecodecs
 
 
+def _pillow_encode(img: np.ndarray, **options) -> bytes:
+    """Encode an RGB array with Pillow (``options`` go to ``Image.save``)."""
+    out = io.BytesIO()
+    Image.fromarray(_check_image(img), "RGB").save(out, **options)
+    return out.getvalue()
+
+
 def _pillow_decode(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
@@ -111,11 +118,9 @@ class JpegCodec(ClassicalCodec):
     default_qualities: ClassVar[Tuple[float, ...]] = (3, 6, 10, 20, 35, 55, 75, 88)
 
     def compress(self, img: np.ndarray) -> bytes:
-        out = io.BytesIO()
-        Image.fromarray(_check_image(img), "RGB").save(
-            out, format="JPEG", quality=int(self.quality), subsampling=JPEG_SUBSAMPLING_420, optimize=True
+        return _pillow_encode(
+            img, format="JPEG", quality=int(self.quality), subsampling=JPEG_SUBSAMPLING_420, optimize=True
         )
-        return out.getvalue()
 
     def decompress(self, data: bytes) -> np.ndarray:
         return _pillow_decode(data)
@@ -141,11 +146,7 @@ class WebpCodec(ClassicalCodec):
     default_qualities: ClassVar[Tuple[float, ...]] = (0, 10, 25, 45, 65, 80, 90)
 
     def compress(self, img: np.ndarray) -> bytes:
-        out = io.BytesIO()
-        Image.fromarray(_check_image(img), "RGB").save(
-            out, format="WEBP", quality=int(self.quality), method=WEBP_METHOD, lossless=False
-        )
-        return out.getvalue()
+        return _pillow_encode(img, format="WEBP", quality=int(self.quality), method=WEBP_METHOD, lossless=False)
 
     def decompress(self, data: bytes) -> np.ndarray:
         return _pillow_decode(data)
