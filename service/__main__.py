@@ -67,12 +67,16 @@ def openapi_document() -> str:
 def _serve(args) -> int:
     import logging
 
+    from model_store.errors import ModelStoreError
+    from service.middleware import RequestIdFilter
     from service.server import serve
     from service.settings import load_settings
 
-    from model_store.errors import ModelStoreError
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     settings = load_settings(args.settings)
     try:
         settings.instances()  # unknown models or an empty weights root: one clear line instead of a traceback

@@ -13,20 +13,22 @@ import time
 from contextlib import asynccontextmanager
 from typing import List, Literal, Optional
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 from model_store import __version__, container
 from model_store.errors import ImageInputError, ModelStoreError
 from service import media
+from service.access import ClientLimiter, TokenStore, client_key
 from service.errors import (
     ERROR_CODES,
     BadParameter,
+    BodyTimeout,
     BodyTooLarge,
     ClientGone,
     Draining,
@@ -35,8 +37,10 @@ from service.errors import (
     UnsupportedMediaType,
     describe,
 )
+from service.integrity import check_content_digest, digest_header
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ServiceMetrics
+from service.middleware import MetricsMiddleware, RequestContextMiddleware
 from service.pipeline import CodecService, RequestContext, Timings
 from service.settings import ServiceSettings, load_settings
 
@@ -96,7 +100,13 @@ def _errors(**codes_by_status: str) -> dict:
     return out
 
 
-_UNAVAILABLE = dict(s429="queue_full", s503="draining not_ready", s504="deadline_exceeded")
+_UNAVAILABLE = dict(
+    s401="auth_required invalid_token",
+    s408="body_timeout",
+    s429="queue_full client_busy",
+    s503="draining not_ready",
+    s504="deadline_exceeded",
+)
 
 
 def _header(description: str, type_: str = "string") -> dict:
@@ -110,6 +120,8 @@ _RESULT_HEADERS = {
     "X-Image-Height": _header("image height in pixels", "integer"),
     "X-Batch-Size": _header("requests that shared this request's network pass", "integer"),
     "Server-Timing": _header("image-io, queue, inference and entropy durations in ms"),
+    "Repr-Digest": _header("RFC 9530 sha-256 of the response body, for an end-to-end integrity check"),
+    "X-Request-ID": _header("the caller's X-Request-ID if it was sane, else a new one; logged with the request"),
 }
 _COMPRESS_DOC = {
     "requestBody": {
@@ -140,7 +152,7 @@ _COMPRESS_RESPONSES = {
         },
     },
     **_errors(
-        s400="bad_parameter",
+        s400="bad_parameter digest_mismatch",
         s404="unknown_model",
         s413="body_too_large",
         s415="unsupported_media_type",
@@ -167,7 +179,7 @@ _DECOMPRESS_RESPONSES = {
     },
     304: {"description": "If-None-Match matched the ETag; nothing was decoded"},
     **_errors(
-        s400="bad_parameter",
+        s400="bad_parameter digest_mismatch",
         s406="not_acceptable",
         s409="unknown_weights weights_mismatch",
         s413="body_too_large",
@@ -185,7 +197,11 @@ Learned image compression over HTTP: images in, entropy-coded bitstreams out, an
   The response is a pure function of the bitstream and the format, so it carries a strong `ETag`
   and answers `If-None-Match` with 304 without decoding (a deliberate use of 304 on POST: the body is
   the request's only input).
-* Requests may shorten their deadline with `X-Request-Timeout: <seconds>`.
+* Requests may shorten their deadline with `X-Request-Timeout: <seconds>`; the body must arrive within it.
+* When the server has tokens configured, the codec endpoints and `/v1/models` need `Authorization: Bearer <token>`.
+  One client (token, else address) may have a limited number of requests in flight (429 `client_busy`).
+* Uploads may carry `Content-Digest` (RFC 9530, sha-256 or sha-512), checked on arrival; results carry
+  `Repr-Digest`. Every response carries `X-Request-ID` (the caller's, if sane, else a new one).
 
 Errors are `{"error": "...", "code": "..."}`; codes are stable:
 
@@ -207,21 +223,35 @@ def _deadline(settings: ServiceSettings, requested: Optional[float]) -> float:
     return time.monotonic() + timeout
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as its declared or actual length passes ``limit``."""
+async def _read_body(request: Request, limit: int, deadline: float) -> bytes:
+    """The whole body, refusing (413) as soon as its declared or actual length passes ``limit`` and (408) when it
+    has not fully arrived by the request's deadline, so a slow or stalled sender cannot hold a slot for ever.
+    The body's ``Content-Digest``, if any, is checked here (400 ``digest_mismatch``)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    try:
+
+    async def receive_all() -> None:
+        nonlocal size
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(f"the body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(receive_all(), timeout=max(0.0, deadline - time.monotonic()))
     except ClientDisconnect:
         raise ClientGone("the client disconnected while sending the body") from None
-    return b"".join(chunks)
+    except asyncio.TimeoutError:
+        raise BodyTimeout(
+            f"the body did not arrive before the request's deadline ({size} bytes received); send it faster or "
+            f"raise {TIMEOUT_HEADER}"
+        ) from None
+    body = b"".join(chunks)
+    check_content_digest(request.headers.get("content-digest"), body)
+    return body
 
 
 async def _multipart_image(request: Request, body: bytes) -> bytes:
@@ -268,34 +298,6 @@ def _result_headers(model: str, quality: int, width: int, height: int, timings: 
     }
 
 
-# -- metrics middleware --------------------------------------------------------------------------------------------
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route template, instance and status (pure ASGI: sees everything)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.monotonic(), 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            model, quality = scope.get("state", {}).get("instance", ("", ""))
-            endpoint = getattr(route, "path", "other")
-            self.metrics.observe_request(endpoint, model, str(quality), status, time.monotonic() - start)
-
-
 # -- the app -------------------------------------------------------------------------------------------------------
 def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     """One service instance: its own pool, queues, thread pools and metrics registry."""
@@ -323,6 +325,27 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware)  # outermost: its request id covers everything below
+
+    tokens = TokenStore(
+        settings.auth_tokens.get_secret_value() if settings.auth_tokens else None, settings.auth_tokens_file
+    )
+    if not tokens.enabled:
+        log.warning(
+            "AUTHENTICATION IS OFF: anyone who can reach this port can use the codec endpoints. Set "
+            "LIC_AUTH_TOKENS or LIC_AUTH_TOKENS_FILE for any deployment beyond localhost (SECURITY.md)."
+        )
+    limiter = ClientLimiter(settings.max_in_flight_per_client, settings.retry_after_s)
+    app.state.limiter = limiter
+
+    def caller(
+        request: Request,
+        authorization: Optional[str] = Header(None, description="'Bearer <token>' when the server requires auth"),
+    ) -> str:
+        """The authenticated client name (or the peer address): the identity the per-client cap counts."""
+        client = client_key(tokens.authenticate(authorization), request.scope.get("client"))
+        request.state.client = client
+        return client
 
     def error_response(exc: BaseException) -> JSONResponse:
         status, code, message, headers = describe(exc)
@@ -331,6 +354,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         if status in (429, 503):
             headers = {"Retry-After": str(settings.retry_after_s), **headers}
         metrics.rejections.labels(code).inc()
+        headers = {"Cache-Control": "no-store", **headers}
         return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
 
     @app.exception_handler(ServiceError)
@@ -370,8 +394,10 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         quality: int = Query(description="quality level of the model (1 = smallest files); see GET /v1/models"),
         model: Optional[str] = Query(None, description="model id; the server's default model when omitted"),
         x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
+        content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
+        client: str = Depends(caller),
     ) -> Response:
-        with service.admitted():
+        with service.admitted(), limiter.hold(client):
             deadline = _deadline(settings, x_request_timeout)
             inst = service.pool.get(model, quality)
             request.state.instance = inst.key
@@ -381,7 +407,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     f"Content-Type {declared or '(none)'} is not supported; send one of "
                     f"{list(media.IMAGE_TYPES)} or {media.MULTIPART}"
                 )
-            body = await _read_body(request, settings.max_body_bytes)
+            body = await _read_body(request, settings.max_body_bytes, deadline)
             data = await _multipart_image(request, body) if declared == media.MULTIPART else body
             if media.sniff(data) is None:
                 raise ImageInputError("the body is not a PNG, JPEG or WebP image")
@@ -400,6 +426,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     "X-Bits-Per-Pixel": f"{result.bpp:.6f}",
                     "X-Original-Bytes": str(len(data)),
                     "X-Compressed-Bytes": str(len(result.stream)),
+                    "Repr-Digest": digest_header(result.stream),
                 }
             )
             return Response(result.stream, media_type=media.BITSTREAM, headers=headers)
@@ -417,14 +444,16 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         accept: Optional[str] = Header(None, description="image/png (default), image/webp or image/jpeg"),
         if_none_match: Optional[str] = Header(None, description="ETag of a representation the client holds"),
         x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
+        content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
+        client: str = Depends(caller),
     ) -> Response:
-        with service.admitted():
+        with service.admitted(), limiter.hold(client):
             deadline = _deadline(settings, x_request_timeout)
             content_type, fmt = media.negotiate_image_type(accept)
             declared = media.media_type(request.headers.get("content-type"))
             if declared not in ("", media.BITSTREAM):
                 raise UnsupportedMediaType(f"Content-Type {declared} is not a bitstream; send {media.BITSTREAM}")
-            body = await _read_body(request, settings.max_body_bytes)
+            body = await _read_body(request, settings.max_body_bytes, deadline)
             header = container.parse_header(body)  # cheap: refuses damaged/unknown streams before any decoding
             inst = service.pool.for_stream(header)
             request.state.instance = inst.key
@@ -439,7 +468,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             finally:
                 ctx.disconnected.cancel()
             headers = _result_headers(*inst.key, header.width, header.height, timings)
-            headers.update({"ETag": etag, "Vary": "Accept"})
+            headers.update({"ETag": etag, "Vary": "Accept", "Repr-Digest": digest_header(result.data)})
             return Response(result.data, media_type=content_type, headers=headers)
 
     # -- introspection ---------------------------------------------------------------------------------------------
@@ -448,8 +477,9 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         operation_id="listModels",
         response_model=ModelsBody,
         summary="Served models, qualities, weights and state",
+        responses=_errors(s401="auth_required invalid_token"),
     )
-    async def models() -> dict:
+    async def models(client: str = Depends(caller)) -> dict:
         return {**service.pool.describe(), "ready": service.pool.ready and not service.draining}
 
     @app.get("/health/live", operation_id="live", response_model=HealthBody, summary="The process is up")

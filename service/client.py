@@ -7,7 +7,10 @@
     async with AsyncLicClient(url) as client:
         result = await client.compress(data, quality=4)
 
-Errors come back as :class:`ServiceClientError` with the server's stable ``code`` (and ``retry_after`` for 429/503).
+Errors come back as :class:`ServiceClientError` with the server's stable ``code`` (and ``retry_after`` for 429/503,
+``request_id`` for support). Bodies are integrity-checked both ways: uploads carry ``Content-Digest`` and results
+whose ``Repr-Digest`` does not match their bytes raise ``digest_mismatch`` instead of being returned. A bearer
+token comes from ``token=`` or ``$LIC_TOKEN``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Dict, Optional, Union
 
 import httpx
 
+from service.integrity import digest_header, verify_repr_digest
 from service.media import BITSTREAM, sniff
 
 DEFAULT_URL = os.environ.get("LIC_URL", "http://127.0.0.1:8000")
@@ -26,9 +30,17 @@ ImageSource = Union[bytes, str, Path]
 
 
 class ServiceClientError(Exception):
-    def __init__(self, status: int, code: str, message: str, retry_after: Optional[float] = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: Optional[float] = None,
+        request_id: Optional[str] = None,
+    ):
+        super().__init__(f"{status} {code}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.status, self.code, self.message, self.retry_after = (status, code, message, retry_after)
+        self.request_id = request_id
 
 
 @dataclass(frozen=True)
@@ -74,11 +86,12 @@ def _compress_request(
     content_type = sniff(data) or "application/octet-stream"
     if multipart:
         return {"params": params, "headers": headers, "files": {"image": ("image", data, content_type)}}
-    return {"params": params, "headers": {**headers, "Content-Type": content_type}, "content": data}
+    headers.update({"Content-Type": content_type, "Content-Digest": digest_header(data)})
+    return {"params": params, "headers": headers, "content": data}
 
 
 def _decompress_request(stream: bytes, accept: str, etag: Optional[str], timeout_s: Optional[float]) -> dict:
-    headers = {"Content-Type": BITSTREAM, "Accept": accept}
+    headers = {"Content-Type": BITSTREAM, "Accept": accept, "Content-Digest": digest_header(stream)}
     if etag:
         headers["If-None-Match"] = etag
     if timeout_s is not None:
@@ -95,7 +108,20 @@ def _raise_for_error(response: httpx.Response) -> None:
     except Exception:
         code, message = "http_error", response.text[:200]
     retry = response.headers.get("retry-after")
-    raise ServiceClientError(response.status_code, code, message, float(retry) if retry else None)
+    raise ServiceClientError(
+        response.status_code, code, message, float(retry) if retry else None, response.headers.get("x-request-id")
+    )
+
+
+def _check_integrity(response: httpx.Response) -> None:
+    """A result whose Repr-Digest does not match its bytes was damaged on the way: never hand it over."""
+    if "repr-digest" in response.headers and not verify_repr_digest(response.headers["repr-digest"], response.content):
+        raise ServiceClientError(
+            response.status_code,
+            "digest_mismatch",
+            f"the {len(response.content)}-byte response does not match its Repr-Digest; request it again",
+            request_id=response.headers.get("x-request-id"),
+        )
 
 
 def parse_server_timing(value: str) -> Dict[str, float]:
@@ -111,6 +137,7 @@ def parse_server_timing(value: str) -> Dict[str, float]:
 
 def _compress_result(response: httpx.Response) -> CompressResult:
     _raise_for_error(response)
+    _check_integrity(response)
     h = response.headers
     return CompressResult(
         stream=response.content,
@@ -131,6 +158,7 @@ def _decompress_result(response: httpx.Response) -> DecompressResult:
     if response.status_code == 304:
         return DecompressResult(b"", "", h.get("etag", ""), True)
     _raise_for_error(response)
+    _check_integrity(response)
     return DecompressResult(
         data=response.content,
         content_type=h["content-type"],
@@ -149,10 +177,15 @@ def _json(response: httpx.Response) -> dict:
     return response.json()
 
 
+def _auth_headers(token: Optional[str]) -> Dict[str, str]:
+    token = token or os.environ.get("LIC_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 # -- the clients -----------------------------------------------------------------------------------------------------
 class LicClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0, **httpx_kwargs):
-        self.http = httpx.Client(base_url=url, timeout=timeout, **httpx_kwargs)
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0, token: Optional[str] = None, **httpx_kwargs):
+        self.http = httpx.Client(base_url=url, timeout=timeout, headers=_auth_headers(token), **httpx_kwargs)
 
     def __enter__(self) -> "LicClient":
         return self
@@ -194,8 +227,8 @@ class LicClient:
 
 
 class AsyncLicClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0, **httpx_kwargs):
-        self.http = httpx.AsyncClient(base_url=url, timeout=timeout, **httpx_kwargs)
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0, token: Optional[str] = None, **httpx_kwargs):
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout, headers=_auth_headers(token), **httpx_kwargs)
 
     async def __aenter__(self) -> "AsyncLicClient":
         return self

@@ -27,6 +27,26 @@ class BadParameter(ServiceError):
     status, code = 400, "bad_parameter"
 
 
+class MissingToken(ServiceError):
+    status, code = 401, "auth_required"
+
+    def __init__(self, message: str):
+        super().__init__(message, {"WWW-Authenticate": 'Bearer realm="lic"'})
+
+
+class InvalidToken(ServiceError):
+    status, code = 401, "invalid_token"
+
+    def __init__(self, message: str):
+        super().__init__(message, {"WWW-Authenticate": 'Bearer realm="lic", error="invalid_token"'})
+
+
+class DigestMismatch(ServiceError):
+    """The body's ``Content-Digest`` does not match the bytes that arrived (damaged in transit)."""
+
+    status, code = 400, "digest_mismatch"
+
+
 class UnknownModel(ServiceError):
     status, code = 404, "unknown_model"
 
@@ -49,8 +69,20 @@ class UnsupportedMediaType(ServiceError):
     status, code = 415, "unsupported_media_type"
 
 
+class BodyTimeout(ServiceError):
+    """The body did not arrive within the request's deadline (a stalled or deliberately slow client)."""
+
+    status, code = 408, "body_timeout"
+
+
 class QueueFull(ServiceError):
     status, code = 429, "queue_full"
+
+
+class ClientBusy(ServiceError):
+    """One client holds its whole share of the server (``max_in_flight_per_client``)."""
+
+    status, code = 429, "client_busy"
 
 
 class NotReady(ServiceError):

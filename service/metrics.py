@@ -10,6 +10,7 @@ metric                                        type         labels
 ============================================  ===========  ===========================================
 lic_http_requests_total                       counter      endpoint, model, quality, status
 lic_http_request_duration_seconds             histogram    endpoint, model, quality, status
+lic_http_requests_in_flight                   gauge        -
 lic_stage_duration_seconds                    histogram    op, model, quality, stage
 lic_batch_size                                histogram    op, model, quality
 lic_batch_fallbacks_total                     counter      op, model, quality
@@ -57,6 +58,7 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.in_flight = Gauge("lic_http_requests_in_flight", "HTTP requests being handled now", registry=r)
         self.stage_seconds = Histogram(
             "lic_stage_duration_seconds",
             "Time per request in each stage: image_io (decode/encode image files), queue_wait, inference (the "

@@ -45,19 +45,27 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(
-    settings: ServiceSettings, host: Optional[str] = None, port: Optional[int] = None, log_level: str = "info"
-) -> DrainingServer:
-    app = create_app(settings)
-    config = uvicorn.Config(
+def uvicorn_config(
+    app, settings: ServiceSettings, host: Optional[str] = None, port: Optional[int] = None, log_level: str = "info"
+) -> uvicorn.Config:
+    """The uvicorn settings the service runs with (the tests' servers use the same)."""
+    return uvicorn.Config(
         app,
         host=host or settings.host,
         port=settings.port if port is None else port,
         lifespan="on",  # a startup failure (unknown model, missing weights) must stop the process
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         log_level=log_level,
+        access_log=False,  # service.access logs each request with its request id instead
+        server_header=False,  # do not advertise the server software and version
     )
-    return DrainingServer(config, app.state.service)
+
+
+def build_server(
+    settings: ServiceSettings, host: Optional[str] = None, port: Optional[int] = None, log_level: str = "info"
+) -> DrainingServer:
+    app = create_app(settings)
+    return DrainingServer(uvicorn_config(app, settings, host, port, log_level), app.state.service)
 
 
 def serve(

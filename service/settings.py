@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -59,6 +59,24 @@ class ServiceSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
     max_pixels: int = Field(default=16_000_000, ge=1, description="422 above this (checked from headers first)")
+
+    # -- access control (SECURITY.md) ----------------------------------------------------------------------------
+    auth_tokens: Optional[SecretStr] = Field(
+        default=None,
+        description="bearer tokens, comma-separated, each 'token' or 'client-name:token'; with auth_tokens_file "
+        "unset too, authentication is OFF (logged as a warning at startup)",
+    )
+    auth_tokens_file: Optional[Path] = Field(
+        default=None,
+        description="file with one 'token' or 'client-name:token' per line ('#' comments); re-read when it "
+        "changes, so a rotated Kubernetes secret takes effect without a restart",
+    )
+    max_in_flight_per_client: int = Field(
+        default=32,
+        ge=0,
+        description="requests one client (token name, else peer address) may have in flight before 429 "
+        "client_busy; 0 = no cap",
+    )
 
     # -- threads and lifecycle -----------------------------------------------------------------------------------
     coding_threads: int = Field(

@@ -29,6 +29,7 @@ from model_store.codec import ImageCodec, ModelIdentity
 from model_store.image_io import encode_image
 from service.app import create_app
 from service.client import LicClient
+from service.server import uvicorn_config
 from service.settings import ServiceSettings
 
 ARCH, PRESET = "tinytest", "t"
@@ -108,7 +109,7 @@ class ServerThread:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(self.app, lifespan="on", log_level="warning", timeout_graceful_shutdown=5)
+        config = uvicorn_config(self.app, settings, log_level="warning")
         self.server = uvicorn.Server(config)
         self.exit_code = None
         self.thread = threading.Thread(target=self._run, daemon=True)

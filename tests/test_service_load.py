@@ -55,7 +55,10 @@ def sample_value(metrics_text: str, name: str, **labels) -> float:
 def test_64_concurrent_clients_form_batches_and_every_request_gets_its_own_stream(weights_root):
     images = distinct_images(REQUESTS, 32, 32)
     bodies = [encode_image(img, "PNG") for img in images]
-    with running(weights_root, max_batch_size=8, max_batch_delay_ms=10, queue_size=REQUESTS) as server:
+    # the 64 simulated callers share one address here, so the per-client cap is off (test_service_security tests it)
+    with running(
+        weights_root, max_batch_size=8, max_batch_delay_ms=10, queue_size=REQUESTS, max_in_flight_per_client=0
+    ) as server:
         responses = asyncio.run(_load(server.url, bodies, CLIENTS))
         metrics = httpx.get(server.url + "/metrics").text
     assert [r.status_code for r in responses] == [200] * REQUESTS
@@ -74,7 +77,7 @@ def test_64_concurrent_clients_form_batches_and_every_request_gets_its_own_strea
 
 def test_overload_gets_429_with_retry_after_never_errors_or_hangs(weights_root):
     bodies = [png(64, 64, seed) for seed in range(CLIENTS)]
-    with running(weights_root, max_batch_size=1, queue_size=2, retry_after_s=3) as server:
+    with running(weights_root, max_batch_size=1, queue_size=2, retry_after_s=3, max_in_flight_per_client=0) as server:
         t0 = time.monotonic()
         responses = asyncio.run(_load(server.url, bodies, CLIENTS))
         elapsed = time.monotonic() - t0
