@@ -27,7 +27,9 @@ class TinyHyperprior(LearnedImageCodec):
         m, n = self.latent_channels, self.hyper_channels
         conv = lambda i, o, s: nn.Conv2d(i, o, 3, stride=s, padding=1)  # noqa: E731
         up = lambda i, o: nn.ConvTranspose2d(i, o, 4, stride=2, padding=1)  # noqa: E731
-        self.g_a = nn.Sequential(conv(3, 12, 2), nn.GELU(), conv(12, 12, 2), nn.GELU(), conv(12, 12, 2), nn.GELU(), conv(12, m, 2))
+        self.g_a = nn.Sequential(
+            conv(3, 12, 2), nn.GELU(), conv(12, 12, 2), nn.GELU(), conv(12, 12, 2), nn.GELU(), conv(12, m, 2)
+        )
         self.g_s = nn.Sequential(up(m, 12), nn.GELU(), up(12, 12), nn.GELU(), up(12, 12), nn.GELU(), up(12, 3))
         self.h_a = nn.Sequential(conv(m, n, 2), nn.GELU(), conv(n, n, 2))
         self.h_s = nn.Sequential(up(n, 8), nn.GELU(), up(8, 2 * m))

@@ -52,7 +52,9 @@ def _encode(canon: ERSTC, y: torch.Tensor, schedule=None):
         z = canon.h_a(y)
         z_hat = canon.entropy_bottleneck.decompress(canon.entropy_bottleneck.compress(z), z.shape[-2:])
         encoder = GaussianSymbolEncoder(canon.gaussian_conditional)
-        y_hat = canon.code_latent_in_order(y, z_hat.double(), encoder, tuple(y.shape[1:]), schedule or wavefront_schedule)
+        y_hat = canon.code_latent_in_order(
+            y, z_hat.double(), encoder, tuple(y.shape[1:]), schedule or wavefront_schedule
+        )
     return y_hat, z_hat.double(), encoder
 
 
@@ -108,9 +110,9 @@ def test_feature_enhancement_has_invcompress_enhblock_size():
 def test_presets_carry_the_paper_lambda_tables_and_rate_dependent_widths():
     paper = get_preset("erstc", "paper")
     assert paper.is_paper and paper.qualities == [1, 2, 3, 4, 5, 6, 7]
-    assert dict(paper.lambdas) == ERSTC_LAMBDAS == {
-        1: 0.0016, 2: 0.0032, 3: 0.0075, 4: 0.015, 5: 0.023, 6: 0.03, 7: 0.045
-    }
+    assert (
+        dict(paper.lambdas) == ERSTC_LAMBDAS == {1: 0.0016, 2: 0.0032, 3: 0.0075, 4: 0.015, 5: 0.023, 6: 0.03, 7: 0.045}
+    )
     for name in ("paper", "small", "tiny"):
         preset = get_preset("erstc", name)
         assert dict(preset.lambdas) == ERSTC_LAMBDAS

@@ -13,12 +13,7 @@ from conftest import natural_image
 
 from model_store.architectures.base import count_parameters
 from model_store.architectures.registry import create_model, get_preset
-from model_store.architectures.tic import (
-    TIC,
-    TIC_LAMBDAS,
-    TIC_PAPER,
-    TIC_PLUS_PAPER,
-)
+from model_store.architectures.tic import TIC, TIC_LAMBDAS, TIC_PAPER, TIC_PLUS_PAPER
 from model_store.entropy.causal_context import raster_serial_decode, raster_serial_encode
 from model_store.codec import ImageCodec, ModelIdentity
 from model_store.entropy.coding import GaussianSymbolDecoder, GaussianSymbolEncoder
@@ -121,10 +116,16 @@ def reference_parameter_count(n: int, m: int, depths: Sequence[int], hyper_depth
         return 12 * c * c + 13 * c + (2 * w - 1) ** 2 * heads
 
     transforms = (
-        conv(3, n, 5) + 2 * conv(n, n, 3) + conv(n, m, 3)  # g_a
-        + conv(m, n, 3) + 2 * conv(n, n, 3)  # h_a
-        + 2 * conv(n, n, 3) + conv(n, 2 * m, 3)  # h_s
-        + conv(m, n, 3) + 2 * conv(n, n, 3) + conv(n, 3, 5)  # g_s (transposed: same counts)
+        conv(3, n, 5)
+        + 2 * conv(n, n, 3)
+        + conv(n, m, 3)  # g_a
+        + conv(m, n, 3)
+        + 2 * conv(n, n, 3)  # h_a
+        + 2 * conv(n, n, 3)
+        + conv(n, 2 * m, 3)  # h_s
+        + conv(m, n, 3)
+        + 2 * conv(n, n, 3)
+        + conv(n, 3, 5)  # g_s (transposed: same counts)
     )
     swin = 2 * sum(d * block(n, h, 8) for d, h in zip(depths, (4, 8, 16)))
     swin += 2 * sum(d * block(n, 16, 4) for d in hyper_depths)
@@ -136,10 +137,7 @@ def reference_parameter_count(n: int, m: int, depths: Sequence[int], hyper_depth
 
 @pytest.mark.parametrize(
     "arch, configs, depths, hyper_depths, published",
-    [
-        ("tic", TIC_PAPER, (2, 2, 2), (2, 2), None),
-        ("tic_plus", TIC_PLUS_PAPER, (2, 4, 6), (2, 2), (10.23e6, 23.92e6)),
-    ],
+    [("tic", TIC_PAPER, (2, 2, 2), (2, 2), None), ("tic_plus", TIC_PLUS_PAPER, (2, 4, 6), (2, 2), (10.23e6, 23.92e6))],
 )
 def test_paper_parameter_count_matches_the_reference(arch, configs, depths, hyper_depths, published):
     with torch.device("meta"):  # shapes only: builds in milliseconds

@@ -38,7 +38,9 @@ def test_decoder_reconstruction_equals_synthesis_of_the_encoders_latent(tiny_cod
     canon = tiny_codec.canonical
     z = canon.hyper_analysis(y.double())
     z_hat = canon.entropy_bottleneck.decompress(canon.entropy_bottleneck.compress(z), z.shape[-2:])
-    y_hat_enc = canon.code_latent(y.double(), z_hat, GaussianSymbolEncoder(canon.gaussian_conditional), tuple(y.shape[1:]))
+    y_hat_enc = canon.code_latent(
+        y.double(), z_hat, GaussianSymbolEncoder(canon.gaussian_conditional), tuple(y.shape[1:])
+    )
     y_hat_dec, _ = tiny_codec.decode_latent(tiny_codec.compress(img))
     assert torch.equal(y_hat_dec, y_hat_enc.float())
 

@@ -90,8 +90,17 @@ def test_header_is_checked_without_reading_the_payload():
 
 def test_huge_announced_payload_is_rejected_without_allocating():
     header = container.StreamHeader(
-        model_id="m", weights_digest=bytes(32), quality=1, height=1, width=1, pad_bottom=0, pad_right=0,
-        latent_shapes=((1, 1, 1), (1, 1, 1)), payload_lengths=(0, 0), coder_crc=0, payload_crc=0,
+        model_id="m",
+        weights_digest=bytes(32),
+        quality=1,
+        height=1,
+        width=1,
+        pad_bottom=0,
+        pad_right=0,
+        latent_shapes=((1, 1, 1), (1, 1, 1)),
+        payload_lengths=(0, 0),
+        coder_crc=0,
+        payload_crc=0,
     )
     data = bytearray(container.pack(header, [b"", b""]))
     hl = container.header_length(bytes(data))

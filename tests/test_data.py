@@ -74,10 +74,7 @@ def fake_packages(tmp_path: Path) -> Tuple[D.Catalog, D.DirectoryResolver, Dict[
             D.Photo(PKG_A, "photos/opaque_alpha.png", C),
             D.Photo(PKG_B, "samples/data/sample.png", C),
         ),
-        excluded=(
-            D.Excluded(PKG_A, "photos/cutout.png", "alpha cut-out"),
-            D.Excluded(PKG_A, "art/*", "vector art"),
-        ),
+        excluded=(D.Excluded(PKG_A, "photos/cutout.png", "alpha cut-out"), D.Excluded(PKG_A, "art/*", "vector art")),
         validation_order=("fake-photos_big_landscape", "fake-photos_big_portrait", "fake-photos_train_clean"),
     )
     resolver = D.DirectoryResolver({PKG_A: (root_a, "1.0-1"), PKG_B: (root_b, "2.3.4")})

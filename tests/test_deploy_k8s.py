@@ -60,8 +60,17 @@ def settings_env(docs: List[dict]) -> Dict[str, str]:
 # -- rendering and schemas ----------------------------------------------------------------------------------------
 def test_every_kustomization_renders(rendered):
     kinds = {name: sorted(d["kind"] for d in docs) for name, docs in rendered.items()}
-    expected = sorted(["ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-                       "ServiceMonitor", "PrometheusRule"])
+    expected = sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
     assert kinds["base"] == kinds["cpu"] == kinds["gpu"] == expected
     assert kinds["monitoring"] == ["ConfigMap"]
 
@@ -100,7 +109,9 @@ def test_manifests_validate_against_kubernetes_schemas(rendered, version):
                 try:
                     kubernetes_validate.validate(doc, version, strict=True)
                 except kubernetes_validate.ValidationError as exc:
-                    pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} is invalid for Kubernetes {version}: {exc}")
+                    pytest.fail(
+                        f"{name}: {doc['kind']}/{doc['metadata']['name']} is invalid for Kubernetes {version}: {exc}"
+                    )
             checked += 1
     assert checked == sum(len(d) for d in rendered.values())
 
@@ -110,7 +121,9 @@ def test_crd_schemas_catch_mistakes(rendered):
 
     monitor = json.loads(json.dumps(one(rendered["gpu"], "ServiceMonitor")))
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
-    schema = json.loads((ROOT / "deploy" / "schemas" / CRD_SCHEMAS[(monitor["apiVersion"], "ServiceMonitor")]).read_text())
+    schema = json.loads(
+        (ROOT / "deploy" / "schemas" / CRD_SCHEMAS[(monitor["apiVersion"], "ServiceMonitor")]).read_text()
+    )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(monitor, schema)
     rule = json.loads(json.dumps(one(rendered["gpu"], "PrometheusRule")))
@@ -250,8 +263,11 @@ def test_hpa_scales_the_deployment_on_metrics_the_adapter_serves(rendered, overl
     docs = rendered[overlay]
     hpa = one(docs, "HorizontalPodAutoscaler")
     deployment = one(docs, "Deployment")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     served = {rule["name"]["as"] for rule in adapter_rules()}
     used = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
     assert used == {"lic_queue_depth", "lic_request_duration_p95_seconds"} and used <= served

@@ -78,7 +78,10 @@ class Service:
         }
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "docker" / "entrypoint.py"), "--log-level", "warning"],
-            env=env, cwd=hook_dir, stderr=subprocess.PIPE, text=True,
+            env=env,
+            cwd=hook_dir,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.sent = 0
 
@@ -100,15 +103,18 @@ class Service:
             for r in range(rounds):
                 for quality in QUALITIES:
                     image = png(48, 64, seed=self.sent)
-                    res = http.post("/compress", params={"quality": quality}, content=image,
-                                    headers={"Content-Type": "image/png"})
+                    res = http.post(
+                        "/compress", params={"quality": quality}, content=image, headers={"Content-Type": "image/png"}
+                    )
                     assert res.status_code == 200, res.text
-                    back = http.post("/decompress", content=res.content,
-                                     headers={"Content-Type": "application/octet-stream"})
+                    back = http.post(
+                        "/decompress", content=res.content, headers={"Content-Type": "application/octet-stream"}
+                    )
                     assert back.status_code == 200, back.text
                     self.sent += 1
-                refused = http.post("/compress", params={"quality": 1}, content=b"GIF89a",
-                                    headers={"Content-Type": "image/gif"})
+                refused = http.post(
+                    "/compress", params={"quality": 1}, content=b"GIF89a", headers={"Content-Type": "image/gif"}
+                )
                 assert refused.status_code == 415
 
     def scrape(self) -> str:
@@ -169,8 +175,12 @@ def exported(service) -> Dict[str, Dict[str, Set[str]]]:
 
 def test_the_gpu_collector_exports_memory_and_utilisation(monkeypatch):
     names = {s.name for f in _cuda_families(monkeypatch) for s in f.samples if s.name.startswith("lic_device")}
-    assert names == {"lic_device_memory_allocated_bytes", "lic_device_memory_reserved_bytes",
-                     "lic_device_memory_total_bytes", "lic_device_utilization_ratio"}
+    assert names == {
+        "lic_device_memory_allocated_bytes",
+        "lic_device_memory_reserved_bytes",
+        "lic_device_memory_total_bytes",
+        "lic_device_utilization_ratio",
+    }
 
 
 def test_every_expression_parses():
@@ -202,7 +212,9 @@ def test_label_names_and_values_are_real(exported):
                 allowed = vocab.get(label) or known.get(label, set())
                 wanted = value.split("|") if op == "=~" else [value]
                 unknown = [v for v in wanted if v not in allowed]
-                assert not unknown, f"{expr.source}: {sel.metric}{{{label}}} is never {unknown} (seen: {sorted(allowed)})"
+                assert not unknown, (
+                    f"{expr.source}: {sel.metric}{{{label}}} is never {unknown} (seen: {sorted(allowed)})"
+                )
         stray = promql.grouping_labels(expr.promql) - labels_in_expr
         assert not stray, f"{expr.source}: groups by {sorted(stray)}, labels none of its metrics has"
 
@@ -223,7 +235,9 @@ def test_promtool_check_config(config, tmp_path):
     assert data["rule_files"] == ["/etc/prometheus/alerts.yml"]
     data["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
     (tmp_path / config).write_text(yaml.safe_dump(data))
-    result = subprocess.run([promtool, "check", "config", str(tmp_path / config)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / config)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 5 rules found" in result.stdout + result.stderr
 
@@ -232,19 +246,29 @@ def test_promtool_check_rules_of_compose_and_kubernetes(tmp_path):
     promtool = _tool("promtool")
     operator_rule = yaml.safe_load((ROOT / "k8s" / "base" / "prometheusrule.yaml").read_text())
     (tmp_path / "operator.yml").write_text(yaml.safe_dump({"groups": operator_rule["spec"]["groups"]}))
-    result = subprocess.run([promtool, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml"), str(tmp_path / "operator.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml"), str(tmp_path / "operator.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_alert_unit_tests():
     promtool = _tool("promtool")
-    result = subprocess.run([promtool, "test", "rules", str(PROMETHEUS_DIR / "alerts_test.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "test", "rules", str(PROMETHEUS_DIR / "alerts_test.yml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    tested = {t["alertname"] for case in yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
-              for t in case["alert_rule_test"]}
-    alerts = {r["alert"] for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"] for r in g["rules"]}
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
+        for t in case["alert_rule_test"]
+    }
+    alerts = {
+        r["alert"] for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"] for r in g["rules"]
+    }
     assert tested == alerts  # every alert has a firing and a quiet case
 
 
@@ -269,7 +293,9 @@ def test_dashboard_has_every_panel_users_need():
     panels = {p["title"]: p for p in promql.dashboard_panels()}
     for title, metrics in REQUIRED_PANELS.items():
         assert title in panels, f"missing panel {title!r}"
-        read = set().union(*(promql.metric_names(promql.grafana_to_promql(t["expr"])) for t in panels[title]["targets"]))
+        read = set().union(
+            *(promql.metric_names(promql.grafana_to_promql(t["expr"])) for t in panels[title]["targets"])
+        )
         assert set(metrics) <= read, f"{title} reads {sorted(read)}"
     for title in ("Request latency (end to end)", "Queue wait", "Inference"):
         exprs = " ".join(t["expr"] for t in panels[title]["targets"])
@@ -320,9 +346,15 @@ class Prometheus:
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = open(workdir / "prometheus.log", "w")
         self.proc = subprocess.Popen(
-            [exe, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                exe,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def api(self, path: str, **params) -> dict:
@@ -399,8 +431,11 @@ def test_prometheus_scrapes_the_service_and_answers_the_dashboard(service, tmp_p
                 empty.append(expr.source)
         assert not empty, f"panels without data: {empty}"
         # the values mean what the panels say
-        rate = prom.query(promql.grafana_to_promql(
-            'sum(rate(lic_http_requests_total{endpoint="/compress", status="200"}[$__rate_interval]))', values))
+        rate = prom.query(
+            promql.grafana_to_promql(
+                'sum(rate(lic_http_requests_total{endpoint="/compress", status="200"}[$__rate_interval]))', values
+            )
+        )
         assert float(rate[0]["value"][1]) > 0
         models = prom.api("label/model/values")
         assert MODEL in models
@@ -415,8 +450,12 @@ def test_prometheus_scrapes_the_service_and_answers_the_dashboard(service, tmp_p
         # the HPA's adapter queries, as the adapter would run them (namespace/pod labels set to this target's)
         for rule in promql.adapter_rules():
             series = rule["seriesQuery"].split("{")[0]
-            query = (rule["metricsQuery"].replace("<<.Series>>", series)
-                     .replace("<<.LabelMatchers>>", 'job="lic-service"').replace("<<.GroupBy>>", "instance"))
+            query = (
+                rule["metricsQuery"]
+                .replace("<<.Series>>", series)
+                .replace("<<.LabelMatchers>>", 'job="lic-service"')
+                .replace("<<.GroupBy>>", "instance")
+            )
             assert _finite(prom.query(query)), rule["name"]["as"]
 
         # and the picture of the dashboard renders from this Prometheus

@@ -93,8 +93,12 @@ def test_no_weights_is_an_error_unless_allowed(tmp_path):
 
 
 def test_root_from_environment(root):
-    result = subprocess.run([sys.executable, str(SCRIPT), "--quiet"], capture_output=True, text=True,
-                            env={"LIC_WEIGHTS_ROOT": str(root), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quiet"],
+        capture_output=True,
+        text=True,
+        env={"LIC_WEIGHTS_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0 and result.stdout == ""
 
 

@@ -27,8 +27,10 @@ def test_scale_indexes_equal_compressai_build_indexes_including_table_boundaries
 def test_groups_decode_back_in_the_order_they_were_coded():
     g = gaussian()
     torch.manual_seed(0)
-    groups = [(torch.rand(1, 4, 3, 5, dtype=torch.float64) * 5 + 0.2, torch.randn(1, 4, 3, 5, dtype=torch.float64))
-              for _ in range(4)]
+    groups = [
+        (torch.rand(1, 4, 3, 5, dtype=torch.float64) * 5 + 0.2, torch.randn(1, 4, 3, 5, dtype=torch.float64))
+        for _ in range(4)
+    ]
     ys = [torch.randn(1, 4, 3, 5, dtype=torch.float64) * 4 for _ in groups]
     enc = GaussianSymbolEncoder(g)
     encoded = [enc.code(s, m, y) for (s, m), y in zip(groups, ys)]

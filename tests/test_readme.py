@@ -11,7 +11,9 @@ from model_store.architectures.base import count_parameters
 from model_store.architectures.registry import get_preset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-ROW = re.compile(r"^\| `(?P<arch>[a-z_]+)-(?P<preset>[a-z]+)` \| (?:yes|no) \| (?P<lo>\d+)–(?P<hi>\d+) \| (?P<a>[\d,]+) \| (?P<b>[\d,]+) \|$")
+ROW = re.compile(
+    r"^\| `(?P<arch>[a-z_]+)-(?P<preset>[a-z]+)` \| (?:yes|no) \| (?P<lo>\d+)–(?P<hi>\d+) \| (?P<a>[\d,]+) \| (?P<b>[\d,]+) \|$"
+)
 ROWS = [m.groupdict() for m in map(ROW.match, README.read_text().splitlines()) if m]
 BIG = {("stf", "paper"), ("wacnn", "paper"), ("zigzag", "paper")}
 
@@ -30,12 +32,16 @@ def _check(row) -> None:
     assert count_parameters(preset.build(hi)) == int(row["b"].replace(",", ""))
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if (r["arch"], r["preset"]) not in BIG], ids=lambda r: f"{r['arch']}-{r['preset']}")
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if (r["arch"], r["preset"]) not in BIG], ids=lambda r: f"{r['arch']}-{r['preset']}"
+)
 def test_readme_parameter_count_matches_the_model(row):
     _check(row)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", [r for r in ROWS if (r["arch"], r["preset"]) in BIG], ids=lambda r: f"{r['arch']}-{r['preset']}")
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if (r["arch"], r["preset"]) in BIG], ids=lambda r: f"{r['arch']}-{r['preset']}"
+)
 def test_readme_parameter_count_matches_the_big_paper_models(row):
     _check(row)

@@ -25,9 +25,20 @@ def image_dirs(tmp_path):
 
 def tiny_config(image_dirs, out, steps) -> TrainConfig:
     return TrainConfig(
-        arch="stf", preset="tiny", quality=2, out=str(out), train_dir=str(image_dirs / "train"),
-        val_dir=str(image_dirs / "val"), steps=steps, batch_size=2, crop=64, workers=0, eval_every=2,
-        ckpt_every=1, warmup_steps=1, threads=1,
+        arch="stf",
+        preset="tiny",
+        quality=2,
+        out=str(out),
+        train_dir=str(image_dirs / "train"),
+        val_dir=str(image_dirs / "val"),
+        steps=steps,
+        batch_size=2,
+        crop=64,
+        workers=0,
+        eval_every=2,
+        ckpt_every=1,
+        warmup_steps=1,
+        threads=1,
     )
 
 
