@@ -21,9 +21,7 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
+
+from service.process import ServiceProcess  # noqa: E402
 
 
 def synthetic_crops(n: int, size: int):
@@ -66,45 +66,10 @@ def export_random_preset(spec: str, quality: int, root: Path) -> str:
     return spec
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m service`` in a subprocess with the given LIC_* settings."""
-
-    def __init__(self, name: str, settings: Dict[str, str]):
-        self.name = name
-        self.port = free_port()
-        env = {**os.environ, **{f"LIC_{k.upper()}": v for k, v in settings.items()}}
-        cmd = [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 600) -> None:
-        import httpx
-
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def Server(name: str, settings: Dict[str, str]) -> ServiceProcess:
+    """``python -m service`` in a subprocess with the given settings (keys without the LIC_ prefix)."""
+    env = {f"LIC_{k.upper()}": v for k, v in settings.items()}
+    return ServiceProcess(env, name=name, capture_stderr=False).start()
 
 
 def compress_one(url: str, body: bytes, params: dict) -> bytes:

@@ -4,6 +4,7 @@
     python -m service compress IN.png OUT.bin --quality 4 [--model M] [--url URL] [--multipart]
     python -m service decompress OUT.bin BACK.png [--format png|webp|jpeg] [--url URL]
     python -m service openapi [--out openapi/openapi.json] [--check]
+    python -m service loadtest IMAGE --quality 1 [--factor 2] [--url URL] [--json OUT.json]   capacity + overload
 
 ``--url`` defaults to ``$LIC_URL`` or http://127.0.0.1:8000. ``decompress`` picks the output format from the
 output file's extension unless ``--format`` says otherwise.
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-COMMANDS = ("serve", "compress", "decompress", "openapi")
+COMMANDS = ("serve", "compress", "decompress", "openapi", "loadtest")
 OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 _FORMATS = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 
@@ -47,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     decompress.add_argument("output", type=Path)
     decompress.add_argument("--format", choices=sorted(_FORMATS), help="default: from the output's extension")
     decompress.add_argument("--url", default=DEFAULT_URL)
+
+    loadtest = sub.add_parser(
+        "loadtest", help="measure a running server's sustainable rate, offer --factor times it, check recovery"
+    )
+    loadtest.add_argument("image", type=Path, help="the PNG/JPEG/WebP every request sends")
+    loadtest.add_argument("--quality", type=int, required=True)
+    loadtest.add_argument("--model")
+    loadtest.add_argument("--url", default=DEFAULT_URL)
+    loadtest.add_argument("--factor", type=float, default=2.0, help="overload = factor x the measured rate")
+    loadtest.add_argument("--clients", type=int, default=4, help="concurrent callers while measuring capacity")
+    loadtest.add_argument("--seconds", type=float, default=5.0, help="length of the overload phase")
+    loadtest.add_argument("--json", type=Path, help="also write the three phase reports here")
 
     openapi = sub.add_parser("openapi", help="print or write the OpenAPI document the app serves")
     openapi.add_argument(
@@ -115,6 +128,36 @@ def _decompress(args) -> int:
     return 0
 
 
+def _loadtest(args) -> int:
+    import asyncio
+    import os
+
+    from service.loadtest import overload_scenario
+
+    phases = asyncio.run(
+        overload_scenario(
+            args.url,
+            args.image.read_bytes(),
+            factor=args.factor,
+            clients=args.clients,
+            overload_s=args.seconds,
+            quality=args.quality,
+            model=args.model,
+            token=os.environ.get("LIC_TOKEN"),
+        )
+    )
+    report = {name: phase.summary() for name, phase in phases.items()}
+    for name, phase in phases.items():
+        print(
+            f"{name:9s} offered {phase.offered_rps:7.2f}/s  ok {phase.ok:5d} ({phase.throughput_rps:.2f}/s)  "
+            f"rejected {phase.rejected:5d}  failed {phase.failed:3d}  p99 ok {phase.ok_latency_s.get('p99', 0):.3f} s  "
+            f"p99 rejected {phase.rejected_latency_s.get('p99', 0):.3f} s  max queue {phase.max_queue_depth:g}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(phase.failed == 0 for phase in phases.values()) else 1
+
+
 def _openapi(args) -> int:
     document = openapi_document()
     if args.out is None:
@@ -142,9 +185,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from service.client import ServiceClientError
 
     try:
-        return {"serve": _serve, "compress": _compress, "decompress": _decompress, "openapi": _openapi}[args.command](
-            args
-        )
+        commands = {
+            "serve": _serve,
+            "compress": _compress,
+            "decompress": _decompress,
+            "openapi": _openapi,
+            "loadtest": _loadtest,
+        }
+        return commands[args.command](args)
     except ServiceClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

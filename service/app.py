@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import List, Literal, Optional
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -41,7 +41,7 @@ from service.integrity import check_content_digest, digest_header
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware, RequestContextMiddleware
-from service.pipeline import CodecService, RequestContext, Timings
+from service.pipeline import COMPRESS, DECOMPRESS, CodecService, RequestContext, Timings
 from service.settings import ServiceSettings, load_settings
 
 log = logging.getLogger("service")
@@ -397,10 +397,11 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
-        with service.admitted(), limiter.hold(client):
+        with service.admitted(), limiter.hold(client), ExitStack() as held:
             deadline = _deadline(settings, x_request_timeout)
             inst = service.pool.get(model, quality)
             request.state.instance = inst.key
+            held.enter_context(service.reserve(inst, COMPRESS))  # sheds overload before reading the body
             declared = media.media_type(request.headers.get("content-type"))
             if declared not in media.IMAGE_TYPES and declared != media.MULTIPART:
                 raise UnsupportedMediaType(
@@ -447,7 +448,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
-        with service.admitted(), limiter.hold(client):
+        with service.admitted(), limiter.hold(client), ExitStack() as held:
             deadline = _deadline(settings, x_request_timeout)
             content_type, fmt = media.negotiate_image_type(accept)
             declared = media.media_type(request.headers.get("content-type"))
@@ -457,6 +458,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             header = container.parse_header(body)  # cheap: refuses damaged/unknown streams before any decoding
             inst = service.pool.for_stream(header)
             request.state.instance = inst.key
+            held.enter_context(service.reserve(inst, DECOMPRESS))  # before any rANS decoding
             inst.codec.check_header(header)  # weights digest (409), pixel limit and shapes (422)
             etag = media.etag_for(body, fmt)
             if media.etag_matches(if_none_match, etag):

@@ -24,8 +24,9 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Generic, Hashable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Deque, Generic, Hashable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from service.errors import DeadlineExceeded, Draining, QueueFull
 
@@ -96,9 +97,37 @@ class BatchQueue(Generic[P, R]):
         self._wakeup = asyncio.Event()
         self._accepting = True
         self._running = 0  # jobs in the network pass now
+        self._reserved = 0  # requests admitted to this queue's path (decoding, queued, running or coding)
         self._worker: Optional[asyncio.Task] = None
 
     # -- producer side -------------------------------------------------------------------------------------------
+    @property
+    def max_reserved(self) -> int:
+        return self.max_pending + self.max_batch_size
+
+    @contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Admit a request to this queue's whole path *before* its body is decoded, or refuse it (429) at once.
+
+        ``submit`` alone bounds the queue, but under overload the expensive work happens before it (image or rANS
+        decoding in the coding pool), so requests that will be refused would still pile up there and their 429s
+        would come slowly. Reserving first sheds them in microseconds and bounds the work and memory held by
+        admitted requests to ``max_pending + max_batch_size`` per queue.
+        """
+        if not self._accepting:
+            raise Draining("the server is shutting down; retry on another instance", self._retry_after())
+        if self._reserved >= self.max_reserved:
+            self.observer.dropped(QueueFull.code)
+            raise QueueFull(
+                f"{self.name}: {self._reserved} requests already admitted; retry after {self.retry_after_s} s",
+                self._retry_after(),
+            )
+        self._reserved += 1
+        try:
+            yield
+        finally:
+            self._reserved -= 1
+
     def submit(self, payload: P, bucket: Hashable, deadline: float) -> Job[P]:
         """Queue a payload; await ``job.future`` for a :class:`BatchResult` (cancel it to withdraw the job)."""
         if not self._accepting:

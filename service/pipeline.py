@@ -172,6 +172,10 @@ class CodecService:
         finally:
             self.in_flight -= 1
 
+    def reserve(self, inst: Instance, op: str):
+        """A slot on the path of ``op`` for ``inst`` (429 ``queue_full`` when it is full); hold it until answered."""
+        return self.queues[(inst.key[0], inst.key[1], op)].reserve()
+
     # -- compress ------------------------------------------------------------------------------------------------
     async def decode_image(self, data: bytes, ctx: RequestContext, timings: Timings) -> np.ndarray:
         t0 = time.monotonic()

@@ -50,7 +50,13 @@ class ServiceSettings(BaseSettings):
     max_batch_delay_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="longest the oldest queued request waits for companions"
     )
-    queue_size: int = Field(default=64, ge=1, description="queued requests per (model, quality, op) before 429")
+    queue_size: int = Field(
+        default=64,
+        ge=1,
+        description="queued requests per (model, quality, op) before 429; at most queue_size + "
+        "max_batch_size requests are admitted to one such path at a time (the rest get 429 before their body is "
+        "decoded)",
+    )
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 429 and 503")
 
     # -- limits --------------------------------------------------------------------------------------------------

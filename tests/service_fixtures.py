@@ -10,11 +10,12 @@ Test modules use it with ``pytest_plugins = ("service_fixtures",)``.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import httpx
 import numpy as np
@@ -29,9 +30,11 @@ from model_store.codec import ImageCodec, ModelIdentity
 from model_store.image_io import encode_image
 from service.app import create_app
 from service.client import LicClient
+from service.process import ServiceProcess
 from service.server import uvicorn_config
 from service.settings import ServiceSettings
 
+ROOT = Path(__file__).resolve().parents[1]
 ARCH, PRESET = "tinytest", "t"
 MODEL = f"{ARCH}-{PRESET}"
 QUALITIES = (1, 2)
@@ -147,6 +150,20 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.sock.close()
+
+
+def server_process(root: Path, env: Optional[Dict[str, str]] = None, models: Optional[dict] = None) -> ServiceProcess:
+    """The real entry point, ``python -m service``, in a child process serving ``root`` (with the test preset
+    registered first, as an installed model family would be); use it as a context manager."""
+    preload = f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import service_fixtures; "
+    preload += "service_fixtures.register_test_preset()"
+    settings = {
+        "LIC_WEIGHTS_ROOT": str(root),
+        "LIC_MODELS": json.dumps(models or {MODEL: [1]}),
+        "LIC_DEVICE": "cpu",
+        **(env or {}),
+    }
+    return ServiceProcess(settings, preload=preload)
 
 
 @contextlib.contextmanager

@@ -137,3 +137,16 @@ def test_serve_without_weights_exits_with_one_clear_error(tmp_path, monkeypatch,
     monkeypatch.setenv("LIC_WEIGHTS_ROOT", str(tmp_path))
     assert main(["serve", "--port", "0"]) == 2
     assert "cannot serve: no shipped weights" in capsys.readouterr().err
+
+
+def test_cli_loadtest_reports_capacity_overload_and_recovery(server, tmp_path, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes(png(32, 32))
+    out = tmp_path / "load.json"
+    args = ["loadtest", str(image), "--quality", "1", "--url", server.url, "--seconds", "1", "--json", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"capacity", "overload", "recovery"}
+    assert report["capacity"]["ok"] > 0 and report["overload"]["offered_rps"] > report["capacity"]["offered_rps"]
+    assert all(phase["failed"] == 0 for phase in report.values())
+    assert "overload" in capsys.readouterr().out

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +13,10 @@ import pytest
 
 pytest.register_assert_rewrite("service_fixtures")
 
-from service_fixtures import MODEL, QUALITIES, ServerThread, png, running, settings_for  # noqa: E402
+from service_fixtures import MODEL, QUALITIES, ServerThread, png, running, server_process, settings_for  # noqa: E402
 
 from model_store.errors import UnknownModelError  # noqa: E402
+from service.loadtest import metric_total  # noqa: E402
 from service.pool import ModelPool  # noqa: E402
 from service.settings import ServiceSettings, load_settings  # noqa: E402
 
@@ -129,55 +126,30 @@ def test_a_draining_server_refuses_new_work_and_finishes_what_is_in_flight(weigh
         assert in_flight["r"].status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_python_m_service_serves_then_drains_and_exits_cleanly_on_sigterm(weights_root):
-    """The real entry point in a subprocess (the test preset is registered first, as an installed family would be)."""
-    port = _free_port()
-    launcher = (
-        "import runpy, sys; sys.path.insert(0, 'tests'); import service_fixtures; "
-        "service_fixtures.register_test_preset(); "
-        f"sys.argv = ['service', '--host', '127.0.0.1', '--port', '{port}', '--log-level', 'warning']; "
-        "runpy.run_module('service', run_name='__main__')"
-    )
-    env = {
-        **os.environ,
-        "LIC_WEIGHTS_ROOT": str(weights_root),
-        "LIC_MODELS": json.dumps({MODEL: [1]}),
-        "LIC_MAX_BATCH_DELAY_MS": "600",
-        "LIC_DRAIN_TIMEOUT_S": "10",
-    }
-    proc = subprocess.Popen([sys.executable, "-c", launcher], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
-        in_flight = {}
-        worker = threading.Thread(target=lambda: in_flight.setdefault("r", post_image(url, timeout=30)))
-        worker.start()
-        time.sleep(0.2)  # queued: the batch waits 600 ms for companions
-        proc.send_signal(signal.SIGTERM)
+def test_sigterm_under_load_finishes_every_accepted_request_then_exits_cleanly(weights_root):
+    """The real entry point: 24 requests in flight when SIGTERM arrives all get their stream; requests that come
+    during the drain get 503 draining; the process then exits 0."""
+    env = {"LIC_MAX_BATCH_DELAY_MS": "600", "LIC_DRAIN_TIMEOUT_S": "20", "LIC_MAX_IN_FLIGHT_PER_CLIENT": "0"}
+    with server_process(weights_root, env) as server:
+        in_flight: dict = {}
+
+        def send(i: int) -> None:
+            in_flight[i] = post_image(server.url, timeout=60)
+
+        workers = [threading.Thread(target=send, args=(i,)) for i in range(24)]
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 20
+        while metric_total(httpx.get(server.url + "/metrics").text, "lic_http_requests_in_flight") < 25:
+            assert time.monotonic() < deadline, "requests did not all arrive"  # 24 + the /metrics request itself
+            time.sleep(0.02)
+        server.signal(signal.SIGTERM)
         time.sleep(0.15)  # the drain flag is picked up on uvicorn's next 100 ms tick
-        refused = post_image(url)
+        refused = post_image(server.url)
         assert refused.status_code == 503 and refused.json()["code"] == "draining"
-        worker.join(30)
-        assert in_flight["r"].status_code == 200
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+        for w in workers:
+            w.join(60)
+        assert [in_flight[i].status_code for i in range(24)] == [200] * 24
+        assert len({in_flight[i].content for i in range(24)}) == 1  # the same image: the same stream
+        assert server.proc.wait(30) == 0

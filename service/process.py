@@ -1,0 +1,104 @@
+"""``python -m service`` in a child process: for load tests, benchmarks and tests that need signals or the
+server's own memory figures (a server thread inside the caller's process shows neither).
+
+    with ServiceProcess({"LIC_MODELS": '{"wacnn-small": [1]}'}) as server:
+        httpx.get(server.url + "/v1/models")
+        server.memory_kib("VmHWM")          # peak resident memory so far
+
+``preload`` is Python run in the child before the service starts (tests register their tiny preset with it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    def __init__(
+        self,
+        env: Optional[Dict[str, str]] = None,
+        preload: str = "",
+        log_level: str = "warning",
+        capture_stderr: bool = True,
+        name: str = "service",
+    ):
+        self.name = name
+        self.port = free_port()
+        argv = ["service", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", log_level]
+        launcher = (
+            f"{preload}\nimport runpy, sys\nsys.argv = {argv!r}\nrunpy.run_module('service', run_name='__main__')"
+        )
+        self.args = [sys.executable, "-c", launcher]
+        self.env = {**os.environ, **(env or {})}
+        self.capture_stderr = capture_stderr
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServiceProcess":
+        stderr = subprocess.PIPE if self.capture_stderr else None
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stderr=stderr, text=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 600) -> "ServiceProcess":
+        end = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                detail = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}: {detail}")
+            try:
+                if httpx.get(self.url + "/health/ready", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > end:
+                raise RuntimeError(f"{self.name} server did not become ready in {timeout_s:g} s")
+            time.sleep(0.1)
+
+    def memory_kib(self, field: str = "VmHWM") -> int:
+        """Resident memory of the server from /proc (Linux): ``VmRSS`` now, ``VmHWM`` the peak so far, in KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM (a graceful drain), then SIGKILL if it does not exit in time; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "ServiceProcess":
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
