@@ -84,12 +84,12 @@ def _compress(args) -> int:
 
 def _decompress(args) -> int:
     from model_store import container
-    from model_store.codec import load_codec
+    from model_store.codec import codec_for_stream
     from model_store.image_io import encode_image
 
     data = Path(args.input).read_bytes()
     header = container.parse_header(data)
-    codec = load_codec(header.model_id, header.quality)
+    codec = codec_for_stream(data)
     t0 = time.perf_counter()
     image = codec.decompress(data)
     elapsed = time.perf_counter() - t0

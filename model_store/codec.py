@@ -231,5 +231,20 @@ def load_codec(model: Optional[str], quality: int, device: str = "cpu", root: Op
     return ImageCodec.from_registry(model, quality, device=device, root=root)
 
 
+def codec_for_stream(data: bytes, device: str = "cpu", root: Optional[Path] = None) -> ImageCodec:
+    """The codec that can decode ``data``: the installed weights, of whatever version, whose sha256 the header
+    names (streams outlive weight upgrades); the newest version of its model and quality if none match, so the
+    decoder then refuses it with a clear :class:`WeightsMismatchError`."""
+    from model_store import registry
+
+    header = container.parse_header(data)
+    root = root or registry.WEIGHTS_ROOT
+    entry = registry.find_by_digest(header.weights_digest, root=root)
+    if entry is None or (entry.model_id, entry.quality) != (header.model_id, header.quality):
+        return load_codec(header.model_id, header.quality, device=device, root=root)
+    identity = ModelIdentity(entry.model_id, entry.quality, entry.digest)
+    return ImageCodec(registry.load_model(entry), identity, device=device)
+
+
 def bits_per_pixel(stream: bytes, height: int, width: int) -> float:
     return 8.0 * len(stream) / float(height * width) if height * width else math.nan

@@ -59,30 +59,38 @@ def _manifests(root: Path) -> List[dict]:
     return found
 
 
+def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
+    return {
+        int(q): WeightsEntry(
+            model_id=manifest["model"],
+            arch=manifest["arch"],
+            preset=manifest["preset"],
+            version=manifest["version"],
+            quality=int(q),
+            path=manifest["_dir"] / item["file"],
+            sha256=item["sha256"],
+            lmbda=float(item["lambda"]),
+        )
+        for q, item in manifest["qualities"].items()
+    }
+
+
 @lru_cache(maxsize=None)
-def _index(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[int, WeightsEntry]]:
-    """model id -> quality -> entry, the newest version of each model winning."""
-    index: Dict[str, Dict[int, WeightsEntry]] = {}
-    versions: Dict[str, str] = {}
+def _all_versions(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[str, Dict[int, WeightsEntry]]]:
+    """model id -> version -> quality -> entry, every version on disk."""
+    found: Dict[str, Dict[str, Dict[int, WeightsEntry]]] = {}
     for manifest in _manifests(root):
-        model_id, version = manifest["model"], manifest["version"]
-        if model_id in versions and versions[model_id] >= version:
-            continue
-        versions[model_id] = version
-        index[model_id] = {
-            int(q): WeightsEntry(
-                model_id=model_id,
-                arch=manifest["arch"],
-                preset=manifest["preset"],
-                version=version,
-                quality=int(q),
-                path=manifest["_dir"] / item["file"],
-                sha256=item["sha256"],
-                lmbda=float(item["lambda"]),
-            )
-            for q, item in manifest["qualities"].items()
-        }
-    return index
+        found.setdefault(manifest["model"], {})[manifest["version"]] = _entries(manifest)
+    return found
+
+
+def _version_key(version: str):
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def _index(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[int, WeightsEntry]]:
+    """model id -> quality -> entry of the newest version (numeric versions compare as numbers)."""
+    return {model: versions[max(versions, key=_version_key)] for model, versions in _all_versions(root).items()}
 
 
 def shipped_models(root: Path = WEIGHTS_ROOT) -> Dict[str, List[int]]:
@@ -112,10 +120,12 @@ def resolve(model: Optional[str], quality: int, root: Path = WEIGHTS_ROOT) -> We
 
 
 def find_by_digest(digest: bytes, root: Path = WEIGHTS_ROOT) -> Optional[WeightsEntry]:
-    for entries in _index(root).values():
-        for entry in entries.values():
-            if entry.digest == digest:
-                return entry
+    """The entry, of any version on disk, whose weights hash to ``digest`` (how old streams find old weights)."""
+    for versions in _all_versions(root).values():
+        for entries in versions.values():
+            for entry in entries.values():
+                if entry.digest == digest:
+                    return entry
     return None
 
 
@@ -187,7 +197,7 @@ def preset_lambda(arch: str, preset: str, quality: int) -> float:
 
 def refresh() -> None:
     """Forget cached manifests (after an export wrote new weights)."""
-    _index.cache_clear()
+    _all_versions.cache_clear()
 
 
 def write_model_version(

@@ -119,6 +119,7 @@ _RESULT_HEADERS = {
     "X-Image-Width": _header("image width in pixels", "integer"),
     "X-Image-Height": _header("image height in pixels", "integer"),
     "X-Batch-Size": _header("requests that shared this request's network pass", "integer"),
+    "X-Weights-Version": _header("version of the weights used (an older stream is decoded by its own version)"),
     "Server-Timing": _header("image-io, queue, inference and entropy durations in ms"),
     "Repr-Digest": _header("RFC 9530 sha-256 of the response body, for an end-to-end integrity check"),
     "X-Request-ID": _header("the caller's X-Request-ID if it was sane, else a new one; logged with the request"),
@@ -307,6 +308,11 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if not tokens.enabled:
+            log.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach this port can use the codec endpoints. Set "
+                "LIC_AUTH_TOKENS or LIC_AUTH_TOKENS_FILE for any deployment beyond localhost (SECURITY.md)."
+            )
         await service.start()
         try:
             yield
@@ -330,11 +336,6 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     tokens = TokenStore(
         settings.auth_tokens.get_secret_value() if settings.auth_tokens else None, settings.auth_tokens_file
     )
-    if not tokens.enabled:
-        log.warning(
-            "AUTHENTICATION IS OFF: anyone who can reach this port can use the codec endpoints. Set "
-            "LIC_AUTH_TOKENS or LIC_AUTH_TOKENS_FILE for any deployment beyond localhost (SECURITY.md)."
-        )
     limiter = ClientLimiter(settings.max_in_flight_per_client, settings.retry_after_s)
     app.state.limiter = limiter
 
@@ -428,6 +429,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     "X-Original-Bytes": str(len(data)),
                     "X-Compressed-Bytes": str(len(result.stream)),
                     "Repr-Digest": digest_header(result.stream),
+                    "X-Weights-Version": inst.entry.version,
                 }
             )
             return Response(result.stream, media_type=media.BITSTREAM, headers=headers)
@@ -456,9 +458,10 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                 raise UnsupportedMediaType(f"Content-Type {declared} is not a bitstream; send {media.BITSTREAM}")
             body = await _read_body(request, settings.max_body_bytes, deadline)
             header = container.parse_header(body)  # cheap: refuses damaged/unknown streams before any decoding
-            inst = service.pool.for_stream(header)
+            inst, legacy = await service.instance_for_stream(header)
             request.state.instance = inst.key
-            held.enter_context(service.reserve(inst, DECOMPRESS))  # before any rANS decoding
+            if not legacy:  # a legacy decode waits for the legacy lock instead, within its deadline
+                held.enter_context(service.reserve(inst, DECOMPRESS))  # before any rANS decoding
             inst.codec.check_header(header)  # weights digest (409), pixel limit and shapes (422)
             etag = media.etag_for(body, fmt)
             if media.etag_matches(if_none_match, etag):
@@ -466,11 +469,19 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             ctx = RequestContext(deadline, _watch_disconnect(request))
             timings = Timings()
             try:
-                result = await service.decompress(inst, body, fmt, ctx, timings)
+                decode = service.decompress_legacy if legacy else service.decompress
+                result = await decode(inst, body, fmt, ctx, timings)
             finally:
                 ctx.disconnected.cancel()
             headers = _result_headers(*inst.key, header.width, header.height, timings)
-            headers.update({"ETag": etag, "Vary": "Accept", "Repr-Digest": digest_header(result.data)})
+            headers.update(
+                {
+                    "ETag": etag,
+                    "Vary": "Accept",
+                    "Repr-Digest": digest_header(result.data),
+                    "X-Weights-Version": inst.entry.version,
+                }
+            )
             return Response(result.data, media_type=content_type, headers=headers)
 
     # -- introspection ---------------------------------------------------------------------------------------------

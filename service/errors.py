@@ -61,6 +61,12 @@ class UnknownWeights(ServiceError):
     status, code = 409, "unknown_weights"
 
 
+class WeightsMismatch(ServiceError):
+    """The stream names a served model and quality but weights that are not installed here."""
+
+    status, code = 409, core.WeightsMismatchError.code
+
+
 class BodyTooLarge(ServiceError):
     status, code = 413, "body_too_large"
 

@@ -19,6 +19,7 @@ lic_bits_per_pixel                            histogram    model, quality
 lic_original_bytes_total                      counter      model, quality   (uploaded image files)
 lic_compressed_bytes_total                    counter      model, quality   (bitstreams returned)
 lic_rejections_total                          counter      reason           (the error code)
+lic_legacy_decodes_total                      counter      model, quality, version   (streams of older weights)
 lic_instances_loaded / lic_instances_ready    gauge        -
 lic_device_memory_{allocated,reserved,total}_bytes, lic_device_utilization_ratio   gauge   device (GPU only)
 ============================================  ===========  ===========================================
@@ -88,6 +89,12 @@ class ServiceMetrics:
             "lic_compressed_bytes", "Bytes of bitstreams returned by compression", ["model", "quality"], registry=r
         )
         self.rejections = Counter("lic_rejections", "Requests refused or failed, by error code", ["reason"], registry=r)
+        self.legacy_decodes = Counter(
+            "lic_legacy_decodes",
+            "Streams decoded with installed weights other than the served ones (older versions)",
+            ["model", "quality", "version"],
+            registry=r,
+        )
         self.instances_loaded = Gauge(
             "lic_instances_loaded", "Configured (model, quality) instances loaded", registry=r
         )

@@ -94,6 +94,7 @@ class CodecService:
         self.draining = False
         self.in_flight = 0
         self._loading: Optional[asyncio.Future] = None
+        self._legacy_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -219,6 +220,38 @@ class CodecService:
         timings.stages["image_io"] = time.monotonic() - t0
         self._observe(DECOMPRESS, inst, timings)
         return Decompressed(encoded, header, timings)
+
+    async def instance_for_stream(self, header: container.StreamHeader) -> Tuple[Instance, bool]:
+        """(instance, is_legacy): the served instance that made the stream, else one loaded from the installed
+        weights with the stream's digest (an older version or an unserved quality), else 409.
+
+        Stored streams outlive weight upgrades: a service that shipped new weights must still decode everything
+        its users stored, so every installed version stays decodable; only the served one is kept warm.
+        """
+        inst = self.pool.served_for_stream(header)
+        if inst is not None:
+            return inst, False
+        entry = self.pool.weights_for_stream(header)
+        async with self._legacy_lock:  # one load at a time; a second request for it finds it cached
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.network, self.pool.load_legacy, entry), True
+
+    async def decompress_legacy(
+        self, inst: Instance, data: bytes, fmt: str, ctx: RequestContext, timings: Timings
+    ) -> Decompressed:
+        """Decode with non-served weights: rare, so one at a time on the network thread, without batching."""
+        t0 = time.monotonic()
+        async with self._legacy_lock:
+            image = await self._wait(
+                ctx, asyncio.get_running_loop().run_in_executor(self.network, inst.codec.decompress, data)
+            )
+        timings.stages["inference"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        encoded = await self._in_pool(ctx, encode_image, image, fmt)
+        timings.stages["image_io"] = time.monotonic() - t0
+        model, quality = inst.key
+        self.metrics.legacy_decodes.labels(model, str(quality), inst.entry.version).inc()
+        return Decompressed(encoded, container.parse_header(data), timings)
 
     @staticmethod
     def _synthesise(inst: Instance, items: List[Tuple[torch.Tensor, container.StreamHeader]]) -> List[np.ndarray]:

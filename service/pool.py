@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -19,7 +20,7 @@ from model_store import registry
 from model_store.codec import ImageCodec, ModelIdentity
 from model_store.container import StreamHeader
 from model_store.image_io import ImageLimits
-from service.errors import BadParameter, NotReady, UnknownModel, UnknownWeights
+from service.errors import BadParameter, NotReady, UnknownModel, UnknownWeights, WeightsMismatch
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.pool")
@@ -78,6 +79,7 @@ class ModelPool:
 
     def __post_init__(self) -> None:
         self.limits = ImageLimits(max_pixels=self.settings.max_pixels)
+        self.legacy: "OrderedDict[bytes, Instance]" = OrderedDict()  # weights digest -> instance, LRU order
 
     def configure(self) -> None:
         """Resolve the configured (model, quality) pairs against the weights root (raises on unknown names)."""
@@ -148,15 +150,48 @@ class ModelPool:
             raise BadParameter(f"quality must be one of {served[model]} for model {model!r}, got {quality}")
         return self._ready(self.instances[(model, quality)])
 
-    def for_stream(self, header: StreamHeader) -> Instance:
-        """The instance that can decode a stream; 409 when this server does not hold the weights that made it."""
+    def served_for_stream(self, header: StreamHeader) -> Optional[Instance]:
+        """The warm instance whose weights made this stream, if one is served (503 while it is loading)."""
         inst = self.instances.get((header.model_id, header.quality))
-        if inst is None:
-            raise UnknownWeights(
-                f"the stream was made by {header.model_id} q{header.quality}, which this server does not serve; "
-                f"served: {self.served()}"
-            )
+        if inst is None or inst.entry.digest != header.weights_digest:
+            return None
         return self._ready(inst)
+
+    def weights_for_stream(self, header: StreamHeader) -> registry.WeightsEntry:
+        """The weights on disk, of any version, that made this stream; 409 when there are none."""
+        entry = registry.find_by_digest(header.weights_digest, root=self.settings.weights_root)
+        if entry is not None and (entry.model_id, entry.quality) == (header.model_id, header.quality):
+            return entry
+        digest = header.weights_digest.hex()[:12]
+        if (header.model_id, header.quality) in self.instances:
+            raise WeightsMismatch(
+                f"the stream was made by {header.model_id} q{header.quality} with weights {digest}…, which are "
+                f"neither served nor installed here (served: version "
+                f"{self.instances[(header.model_id, header.quality)].entry.version})"
+            )
+        raise UnknownWeights(
+            f"the stream was made by {header.model_id} q{header.quality} (weights {digest}…), which this server "
+            f"neither serves nor has installed; served: {self.served()}"
+        )
+
+    def load_legacy(self, entry: registry.WeightsEntry) -> Instance:
+        """Load (blocking) the weights of an older version or unserved quality, keeping the most recent
+        ``legacy_instances`` in memory so a burst of old streams does not reload them each time."""
+        key = entry.digest
+        if key in self.legacy:
+            self.legacy.move_to_end(key)
+            return self.legacy[key]
+        t0 = time.monotonic()
+        net = registry.load_model(entry)
+        identity = ModelIdentity(entry.model_id, entry.quality, entry.digest)
+        codec = ImageCodec(net, identity, device=self.device, limits=self.limits, batch_invariant=True)
+        inst = Instance(entry=entry, device=self.device, state=READY, codec=codec)
+        inst.load_seconds = round(time.monotonic() - t0, 3)
+        self.legacy[key] = inst
+        while len(self.legacy) > self.settings.legacy_instances:
+            self.legacy.popitem(last=False)
+        log.info("loaded %s q%d version %s for an older stream", entry.model_id, entry.quality, entry.version)
+        return inst
 
     def _ready(self, inst: Instance) -> Instance:
         if inst.state == FAILED:

@@ -66,6 +66,13 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
     max_pixels: int = Field(default=16_000_000, ge=1, description="422 above this (checked from headers first)")
 
+    legacy_instances: int = Field(
+        default=2,
+        ge=0,
+        description="older weight versions (or unserved qualities) kept loaded to decode streams they made; "
+        "streams whose weights are installed always decode, this only bounds what stays in memory",
+    )
+
     # -- access control (SECURITY.md) ----------------------------------------------------------------------------
     auth_tokens: Optional[SecretStr] = Field(
         default=None,
