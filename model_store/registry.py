@@ -85,7 +85,9 @@ def _all_versions(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[str, Dict[int, We
 
 
 def _version_key(version: str):
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+    """"v10" after "v9", "2" after "1"; other names after numbered ones, alphabetically."""
+    number = version.lstrip("vV")
+    return (0, int(number), "") if number.isdigit() else (1, 0, version)
 
 
 def _index(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[int, WeightsEntry]]:
