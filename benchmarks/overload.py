@@ -73,9 +73,8 @@ def main() -> None:
         "LIC_QUEUE_SIZE": "16",
         "LIC_MAX_BATCH_SIZE": "4",
         "LIC_MAX_IN_FLIGHT_PER_CLIENT": "0",  # all simulated callers share 127.0.0.1
-        # one thread each: the load generator shares the machine, and spinning OpenMP threads that find their core
-        # taken slow a pass down many times over (measured here: 0.5 instead of ~3 images/s at 256x256)
-        "LIC_TORCH_THREADS": "1",
+        # the load generator shares the machine: one coding thread leaves it a core (the network pass takes
+        # half the cores by default; with every core it ran at 0.5 instead of 6 images/s here)
         "LIC_CODING_THREADS": "1",
     }
     with ServiceProcess(settings) as server:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -101,7 +102,7 @@ class CodecService:
         """Resolve the configuration (fails fast on unknown models), then load and warm up in the background."""
         self.pool.configure()
         # one network thread: passes of different queues take turns on the device instead of thrashing it
-        network_threads = self.settings.torch_threads or torch.get_num_threads()
+        network_threads = self.settings.torch_threads or _auto_network_threads(self.pool.device)
         self.network = ThreadPoolExecutor(
             1, thread_name_prefix="lic-network", initializer=_set_torch_threads, initargs=(network_threads,)
         )
@@ -280,6 +281,15 @@ class CodecService:
         raise DeadlineExceeded(
             f"the request did not finish within its deadline of {self.settings.request_timeout_s:g} s or less"
         )
+
+
+def _auto_network_threads(device: str) -> int:
+    """On CPU the network pass and the coding threads share the cores: give the pass half of them. OpenMP threads
+    that find their core taken spin and wait, which made passes several times slower in
+    ``benchmarks/overload.py`` when the pass asked for every core."""
+    if device.startswith("cuda"):
+        return torch.get_num_threads()
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def _set_torch_threads(n: int) -> None:

@@ -98,7 +98,11 @@ class ServiceSettings(BaseSettings):
         description="threads for per-image entropy coding and image decode/encode",
     )
     torch_threads: int = Field(
-        default=0, ge=0, description="torch intra-op threads of the network pass; 0 keeps torch's default (all cores)"
+        default=0,
+        ge=0,
+        description="torch intra-op threads of the network pass; 0 = auto: half the cores on CPU (the coding "
+        "threads use the rest: 9.6 vs 7.3 images/s at 256x256 on 2 cores, and far more when another process "
+        "takes a core), torch's default on CUDA",
     )
     coding_torch_threads: int = Field(
         default=1,

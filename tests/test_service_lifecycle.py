@@ -130,7 +130,13 @@ def test_a_draining_server_refuses_new_work_and_finishes_what_is_in_flight(weigh
 def test_sigterm_under_load_finishes_every_accepted_request_then_exits_cleanly(weights_root):
     """The real entry point: 24 requests in flight when SIGTERM arrives all get their stream; requests that come
     during the drain get 503 draining; the process then exits 0."""
-    env = {"LIC_MAX_BATCH_DELAY_MS": "600", "LIC_DRAIN_TIMEOUT_S": "20", "LIC_MAX_IN_FLIGHT_PER_CLIENT": "0"}
+    # one batch of up to 32 waits 3 s for companions: all 24 requests are in flight together when SIGTERM comes
+    env = {
+        "LIC_MAX_BATCH_SIZE": "32",
+        "LIC_MAX_BATCH_DELAY_MS": "3000",
+        "LIC_DRAIN_TIMEOUT_S": "20",
+        "LIC_MAX_IN_FLIGHT_PER_CLIENT": "0",
+    }
     with server_process(weights_root, env) as server:
         in_flight: dict = {}
 
