@@ -167,8 +167,11 @@ def _learned_api() -> Optional[Tuple[Callable, Callable]]:
     return load_codec, shipped_models
 
 
-def learned_jobs(models: Optional[Sequence[str]], qualities: Optional[Sequence[int]], device: str) -> List[CodecJob]:
-    """Jobs for the requested learned models (all shipped ones when ``models`` is None).
+def learned_jobs(
+    models: Optional[Sequence[str]], qualities: Optional[Sequence[int]], device: str, root: Optional[Path] = None
+) -> List[CodecJob]:
+    """Jobs for the requested learned models (all shipped ones when ``models`` is None) under the weights ``root``
+    (``model_store/weights`` when None; another root evaluates candidate weights before they ship).
 
     A requested model or quality without shipped weights is an error, not a silent skip: an evaluation that
     quietly drops the model it was asked about would be worse than none.
@@ -182,7 +185,7 @@ def learned_jobs(models: Optional[Sequence[str]], qualities: Optional[Sequence[i
             )
         return []
     load_codec, shipped_models = api
-    shipped: Dict[str, List[int]] = shipped_models()
+    shipped: Dict[str, List[int]] = shipped_models(root) if root else shipped_models()
     names = list(models) if models else sorted(shipped)
     for name in names:
         if name not in shipped:
@@ -196,13 +199,17 @@ def learned_jobs(models: Optional[Sequence[str]], qualities: Optional[Sequence[i
             raise EvalError(f"model {name!r} has no weights for qualities {missing} (shipped: {shipped[name]})")
         for q in sorted(wanted):
             settings = {"quality_meaning": "shipped quality index", "device": device}
-            jobs.append(CodecJob(name, LEARNED, q, _learned_factory(load_codec, name, q, device), settings))
+            jobs.append(CodecJob(name, LEARNED, q, _learned_factory(load_codec, name, q, device, root), settings))
     return jobs
 
 
-def _learned_factory(load_codec: Callable, name: str, quality: int, device: str) -> Callable[[], Codec]:
+def _learned_factory(
+    load_codec: Callable, name: str, quality: int, device: str, root: Optional[Path] = None
+) -> Callable[[], Codec]:
     """Bind loop variables now (a bare lambda in the loop would capture the last model/quality)."""
-    return lambda: load_codec(name, quality, device=device)
+    if root is None:
+        return lambda: load_codec(name, quality, device=device)
+    return lambda: load_codec(name, quality, device=device, root=root)
 
 
 def classical_jobs(names: Sequence[str], explicit: bool) -> List[CodecJob]:
@@ -501,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-classical", action="store_true", help="evaluate learned models only")
     p.add_argument("--device", default="cpu", help="torch device for learned models (default: cpu)")
+    p.add_argument("--weights-root", type=Path, help="weights folder (default: model_store/weights)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N images (in name order)")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the full report as JSON")
     p.add_argument("--csv", type=Path, metavar="OUT.csv", help="write one row per codec and quality")
@@ -525,7 +533,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--no-learned contradicts --model/--qualities")
     try:
         images = load_images(args.folder, args.limit)
-        jobs = [] if args.no_learned else learned_jobs(args.model, args.qualities, args.device)
+        jobs = [] if args.no_learned else learned_jobs(args.model, args.qualities, args.device, args.weights_root)
         if not args.no_classical:
             jobs += classical_jobs(args.classical or classical.DEFAULT_CLASSICAL, explicit=bool(args.classical))
     except EvalError as exc:
