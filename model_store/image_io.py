@@ -1,9 +1,42 @@
 """Image files <-> RGB uint8 arrays, with the checks that must happen before any pixel is decoded.
 
-Policy (documented in the README): EXIF orientation is applied; greyscale, palette, CMYK and 16-bit inputs
-are converted to 8-bit RGB; an alpha channel that is fully opaque is dropped, a non-opaque one is rejected (the
-codecs code RGB only, and silently dropping transparency would lose data); multi-frame images are rejected;
-the pixel limit is checked from the file header, before decoding.
+Input policy (docs/image-inputs.md lists every case; tests/test_image_inputs.py runs each and keeps that table in
+step with the code):
+
+* Formats: PNG, JPEG and WebP only, recognised by content; anything else (GIF, TIFF, BMP, ...) is rejected, so
+  the decoder's attack surface is three formats whatever calls this module.
+* Size: width and height are read from the header and checked against :class:`ImageLimits` before a pixel is
+  decoded, so a few hundred bytes announcing 100000 x 100000 are refused in microseconds. Pillow's own
+  decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, left at its default because it is process-global and
+  decoding runs in threads) is an outer ceiling: sizes it refuses are reported as limit errors too.
+* Frames: animated PNG and WebP are rejected. A JPEG with a Multi-Picture (MPO) index is accepted and its first
+  (primary) image used: phones store HDR gain maps, depth maps and previews as secondary images after the photo,
+  and stereo cameras store the left view first. The secondary images are never decoded.
+* Truncated or damaged data is rejected, never returned half grey. What libpng/libjpeg treat as complete (a PNG
+  without IEND, an MPO whose secondary image is cut) is accepted.
+* Modes: greyscale (1, 8 or 16 bits), palette and CMYK become RGB. 16-bit samples keep their high byte (what
+  Pillow already does for 48/64-bit RGB(A) PNGs, and libpng's ``strip_16``). Alpha (an alpha channel, a palette
+  or colour-key ``tRNS``) is dropped when every pixel is fully opaque, else rejected: the codecs code RGB only,
+  and silently flattening transparency would change the picture. A 16-bit RGB PNG with a ``tRNS`` colour is
+  rejected: Pillow cuts it to 8 bits before the key could be matched. CMYK JPEGs are read with Adobe's inverted
+  polarity (Pillow assumes it for all of them).
+* Colour: the codecs and the decoded output are sRGB. An embedded ICC profile that is not sRGB (Display P3 phone
+  photos, Adobe RGB, a CMYK press profile, a grey gamma profile) is converted to sRGB with littlecms, once, with
+  the relative colorimetric intent and black-point compensation (Photoshop's default for conversions): colours
+  inside sRGB keep their exact appearance and out-of-gamut colours are clipped to the sRGB gamut.
+  Matrix/TRC profiles, which is what phones write, have no perceptual tables, so perceptual would mean the same
+  thing for them; for table-based profiles it would shift in-gamut colours as well. A profile counts as sRGB,
+  and the pixels are passed through byte for byte, when it moves no value of a probe (a 9x9x9 colour cube and a
+  grey ramp) by more than 1. Untagged images are taken as sRGB, and so are images whose profile is unreadable
+  or does not match their colour space (what browsers do): metadata damage does not cost the picture. PNG
+  ``gAMA``/``cHRM`` chunks without an ICC profile are not interpreted. CMYK without a profile uses Pillow's
+  naive formula (R = (255 - C)(255 - K) / 255).
+* Orientation: the EXIF Orientation tag (1-8) is applied, so the array is upright as a viewer shows it; other
+  values, and EXIF that cannot be parsed, count as 1.
+
+Errors: :class:`~model_store.errors.ImageInputError` (HTTP 422 ``bad_image``) and
+:class:`~model_store.errors.LimitExceededError` (HTTP 422 ``too_many_pixels``); byte limits are the caller's
+(the service's ``LIC_MAX_BODY_BYTES``, 413).
 """
 
 from __future__ import annotations
@@ -11,14 +44,33 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageCms
 
 from model_store.errors import ImageInputError, LimitExceededError
 
 DEFAULT_MAX_PIXELS = 50_000_000
+FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow opens a JPEG with a Multi-Picture index as format "MPO"
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+_INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
+_LEVELS = np.arange(256, dtype=np.uint8)
+_CUBE = np.stack(np.meshgrid(*[np.linspace(0, 255, 9).round().astype(np.uint8)] * 3, indexing="ij"), -1)
+_PROBES = {  # the sRGB test: pixels a profile must leave (within 1) where they are
+    "L": Image.fromarray(_LEVELS[None, :]),
+    "RGB": Image.fromarray(np.concatenate([_CUBE.reshape(1, -1, 3), np.repeat(_LEVELS[None, :, None], 3, 2)], 1)),
+}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -37,58 +89,92 @@ def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
 
 
 def open_image(source: Union[bytes, str, Path], limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array, enforcing the policy in the module docstring."""
+    """Decode an image file to an upright HxWx3 uint8 sRGB array, enforcing the policy in the module docstring."""
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
     try:
         try:
-            img = Image.open(stream)
-        except Exception as exc:  # Pillow raises several types for undecodable data
-            raise ImageInputError(f"cannot identify the image: {type(exc).__name__}") from None
+            img = Image.open(stream, formats=FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise LimitExceededError(f"the image header announces too many pixels: {exc}") from None
+        except Exception as exc:  # Pillow raises several types for data it cannot identify
+            raise ImageInputError(f"not a PNG, JPEG or WebP image, or damaged ({type(exc).__name__})") from None
         check_dimensions(img.width, img.height, limits)
-        if getattr(img, "n_frames", 1) > 1:
+        if img.format != "MPO" and getattr(img, "n_frames", 1) > 1:
             raise ImageInputError("animated / multi-frame images are not supported; send a single frame")
+        key = _colour_key(img)  # before load(), which drops the tile that says how Pillow scaled the samples
         try:
-            with _pixel_limit(limits.max_pixels):
-                img.load()
-                img = ImageOps.exif_transpose(img)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            img.load()  # an MPO loads its first (primary) image only
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageInputError(f"the image data is damaged or truncated: {exc}") from None
-        return to_rgb_array(img)
+        turn = _TRANSPOSE.get(_orientation(img))
+        rgb = _to_srgb(_opaque(img, key), img.info.get("icc_profile"))
+        return np.ascontiguousarray(np.asarray(rgb if turn is None else rgb.transpose(turn), dtype=np.uint8))
     finally:
         stream.close()
 
 
-class _pixel_limit:
-    """Pillow's own decompression-bomb guard, set to our limit for the duration of a decode."""
-
-    def __init__(self, max_pixels: int):
-        self.max_pixels = max_pixels
-
-    def __enter__(self):
-        self.saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
-        return self
-
-    def __exit__(self, *exc):
-        Image.MAX_IMAGE_PIXELS = self.saved
-        return False
+def _orientation(img: Image.Image) -> int:
+    # Only the tag is read: ImageOps.exif_transpose re-serialises the EXIF, which raises on some damaged blocks.
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # damaged EXIF: as if there were none
+        return 1
+    return value if isinstance(value, int) else 1
 
 
-def to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Convert any single-frame Pillow image to RGB uint8 following the module's alpha policy."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+def _colour_key(img: Image.Image):
+    """The tRNS transparency (palette alphas or colour key) in the units of the samples Pillow will decode."""
+    key = img.info.get("transparency")
+    rawmode = img.tile[0].args if img.format == "PNG" and img.tile and key is not None else None
+    if rawmode in ("L;2", "L;4"):  # Pillow scales 2- and 4-bit grey samples to 0-255, but not their key
+        return key * (85 if rawmode == "L;2" else 17)
+    if rawmode == "RGB;16B":  # Pillow keeps 8 of the 16 bits: pixels matching the key can no longer be found
+        raise ImageInputError("16-bit PNGs with a transparent colour (tRNS) are not supported")
+    return key
+
+
+def _opaque(img: Image.Image, key) -> Image.Image:
+    """The image as 8-bit L, RGB or CMYK; ImageInputError if any pixel is not fully opaque."""
+    if img.mode == "1":  # 1-bit greyscale PNG: Pillow gives its key as 0 or 255 already
+        img = img.convert("L")
     if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGBa"):
-        alpha = np.asarray(img.getchannel("A"))
-        if alpha.min() < 255:
-            raise ImageInputError("images with transparency are not supported; flatten the alpha channel first")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+        img = img.convert("RGBA" if key is not None else "RGB")
+    elif key is not None and img.mode in ("L", "RGB", "I;16"):  # a colour key: pixels of that value are transparent
+        if bool((np.asarray(img).reshape(img.height, img.width, -1) == key).all(-1).any()):
+            raise _transparent()
+    if img.mode == "I;16":  # 16-bit greyscale PNG
+        img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+    if "A" in img.mode:
+        if img.getchannel("A").getextrema()[0] < 255:
+            raise _transparent()
+        img = img.convert("L" if img.mode == "LA" else "RGB")
+    return img if img.mode in ("L", "RGB", "CMYK") else img.convert("RGB")
+
+
+def _transparent() -> ImageInputError:
+    return ImageInputError("images with transparency are not supported; flatten the alpha channel first")
+
+
+def _to_srgb(img: Image.Image, icc: Optional[bytes]) -> Image.Image:
+    """RGB in sRGB: convert through the embedded ICC profile unless it is sRGB-equivalent or unusable."""
+    if icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            flags = ImageCms.Flags.BLACKPOINTCOMPENSATION
+            transform = ImageCms.buildTransform(profile, _SRGB, img.mode, "RGB", _INTENT, flags)
+        except (OSError, ImageCms.PyCMSError):  # unreadable, or made for another colour space: taken as sRGB
+            transform = None
+        if transform is not None and not _is_srgb(transform, img.mode):
+            return transform.apply(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _is_srgb(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
+    probe = _PROBES.get(mode)  # CMYK has no identity to probe for: always converted
+    if probe is None:
+        return False
+    moved = np.asarray(transform.apply(probe), np.int16) - np.asarray(probe.convert("RGB"), np.int16)
+    return int(np.abs(moved).max()) <= 1
 
 
 def encode_image(array: np.ndarray, fmt: str = "PNG", quality: int = 95) -> bytes:
