@@ -113,8 +113,9 @@ class LearnedImageCodec(CompressionModel):
 
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         """Decode ``y_hat`` of shape ``(1, *y_shape)``; raises CoderMismatchError if coder inputs diverged."""
-        z_hat = self.entropy_bottleneck.decompress([payload.z_string], payload.z_shape[1:])
-        decoder = GaussianSymbolDecoder(self.gaussian_conditional, payload.y_string)
+        z_string = guard_padded(payload.z_string, payload.z_shape)
+        z_hat = self.entropy_bottleneck.decompress([z_string], payload.z_shape[1:])
+        decoder = GaussianSymbolDecoder(self.gaussian_conditional, guard_padded(payload.y_string, payload.y_shape))
         y_hat = self.code_latent(None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape)
         decoder.verify(payload.index_crc)
         return y_hat
@@ -131,6 +132,26 @@ class LearnedImageCodec(CompressionModel):
         if scale_table is None:
             scale_table = get_scale_table()
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+
+#: bytes a forged payload can make compressai's rANS decoder read per symbol, at most: one 32-bit renormalisation
+#: for the symbol and two for an escape's bypass bits once the reads have run into zeros
+_MAX_READ_PER_SYMBOL = 12
+
+
+def guard_padded(payload: bytes, shape: Shape) -> bytes:
+    """``payload`` followed by enough zero bytes that decoding ``shape`` symbols can never read past the buffer.
+
+    compressai's C++ rANS decoder trusts its input: it reads 32-bit words without checking the end of the string.
+    A genuine stream is consumed exactly, so trailing zeros are never read and change nothing; a forged one (the
+    container CRCs are integrity checks, not signatures, so anyone can re-seal a stream) would otherwise make it
+    read heap memory past the payload, up to ~12 bytes per symbol, and crash on an unmapped page. The padding
+    costs about as much memory as the float64 parameters the decoder allocates per symbol anyway.
+    """
+    symbols = 1
+    for n in shape:
+        symbols *= int(n)
+    return bytes(payload) + bytes(_MAX_READ_PER_SYMBOL * symbols + 16)
 
 
 def make_entropy_models(hyper_channels: int) -> Tuple[EntropyBottleneck, GaussianConditional]:
