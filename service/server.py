@@ -58,6 +58,9 @@ def uvicorn_config(
         log_level=log_level,
         access_log=False,  # service.access logs each request with its request id instead
         server_header=False,  # do not advertise the server software and version
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        limit_concurrency=settings.max_connections or None,
     )
 
 

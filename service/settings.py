@@ -91,6 +91,19 @@ class ServiceSettings(BaseSettings):
         "client_busy; 0 = no cap",
     )
 
+    forwarded_allow_ips: Optional[str] = Field(
+        default=None,
+        description="proxies trusted to set X-Forwarded-For/-Proto (comma-separated IPs or CIDRs, '*' = any): "
+        "behind a load balancer this makes the peer address, and so the per-client cap without auth, the real "
+        "caller's; unset = headers ignored",
+    )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="open connections + requests before uvicorn answers 503 at once; 0 = no limit (put a proxy "
+        "with header timeouts in front, SECURITY.md)",
+    )
+
     # -- threads and lifecycle -----------------------------------------------------------------------------------
     coding_threads: int = Field(
         default_factory=lambda: max(1, min(8, os.cpu_count() or 1)),

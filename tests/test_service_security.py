@@ -323,3 +323,24 @@ def _decoded(data: bytes):
     from model_store.image_io import open_image
 
     return open_image(data)
+
+
+def test_behind_a_trusted_proxy_the_cap_counts_the_forwarded_caller(weights_root):
+    settings = dict(max_in_flight_per_client=1, max_batch_delay_ms=500, forwarded_allow_ips="127.0.0.1")
+    with running(weights_root, **settings) as server:
+        results: dict = {}
+
+        def send(name: str, caller: str) -> None:
+            results[name] = compress(server.url, **{"X-Forwarded-For": caller})
+
+        threads = [
+            threading.Thread(target=send, args=(name, caller))
+            for name, caller in (("a1", "10.0.0.1"), ("b1", "10.0.0.2"), ("a2", "10.0.0.1"))
+        ]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(30)
+    assert results["b1"].status_code == 200  # another caller behind the same proxy has its own share
+    assert sorted([results["a1"].status_code, results["a2"].status_code]) == [200, 429]
