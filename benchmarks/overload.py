@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
@@ -90,7 +92,7 @@ def main() -> None:
             )
         )
         peak = server.memory_kib("VmHWM")
-        queued_after = metric_total(__import__("httpx").get(server.url + "/metrics").text, "lic_queue_depth")
+        queued_after = metric_total(httpx.get(server.url + "/metrics").text, "lic_queue_depth")
     summary = {name: phase.summary() for name, phase in phases.items()}
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -100,8 +100,15 @@ class ImageCodec:
         from model_store import registry
 
         entry = registry.resolve(model, quality, root=root or registry.WEIGHTS_ROOT)
-        net = registry.load_model(entry)
-        return cls(net, ModelIdentity(entry.model_id, entry.quality, entry.digest), device=device, **kwargs)
+        return cls.from_entry(entry, device=device, **kwargs)
+
+    @classmethod
+    def from_entry(cls, entry, device: str = "cpu", **kwargs) -> "ImageCodec":
+        """The codec of one installed weights file (a ``registry.WeightsEntry``, any version), sha256 checked."""
+        from model_store import registry
+
+        identity = ModelIdentity(entry.model_id, entry.quality, entry.digest)
+        return cls(registry.load_model(entry), identity, device=device, **kwargs)
 
     @property
     def pad_multiple(self) -> int:
@@ -242,8 +249,7 @@ def codec_for_stream(data: bytes, device: str = "cpu", root: Optional[Path] = No
     entry = registry.find_by_digest(header.weights_digest, root=root)
     if entry is None or (entry.model_id, entry.quality) != (header.model_id, header.quality):
         return load_codec(header.model_id, header.quality, device=device, root=root)
-    identity = ModelIdentity(entry.model_id, entry.quality, entry.digest)
-    return ImageCodec(registry.load_model(entry), identity, device=device)
+    return ImageCodec.from_entry(entry, device=device)
 
 
 def bits_per_pixel(stream: bytes, height: int, width: int) -> float:

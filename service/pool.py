@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from model_store import registry
-from model_store.codec import ImageCodec, ModelIdentity
+from model_store.codec import ImageCodec
 from model_store.container import StreamHeader
 from model_store.image_io import ImageLimits
 from service.errors import BadParameter, NotReady, UnknownModel, UnknownWeights, WeightsMismatch
@@ -94,10 +94,8 @@ class ModelPool:
         for inst in self.instances.values():
             t0 = time.monotonic()
             try:
-                net = registry.load_model(inst.entry)
-                identity = ModelIdentity(inst.entry.model_id, inst.entry.quality, inst.entry.digest)
-                codec = ImageCodec(
-                    net, identity, device=inst.device, limits=self.limits, batch_invariant=self.settings.batch_invariant
+                codec = ImageCodec.from_entry(
+                    inst.entry, device=inst.device, limits=self.limits, batch_invariant=self.settings.batch_invariant
                 )
                 image = warm_up_image(codec.pad_multiple)
                 if codec.decompress(codec.compress(image)).shape != image.shape:
@@ -182,9 +180,7 @@ class ModelPool:
             self.legacy.move_to_end(key)
             return self.legacy[key]
         t0 = time.monotonic()
-        net = registry.load_model(entry)
-        identity = ModelIdentity(entry.model_id, entry.quality, entry.digest)
-        codec = ImageCodec(net, identity, device=self.device, limits=self.limits, batch_invariant=True)
+        codec = ImageCodec.from_entry(entry, device=self.device, limits=self.limits, batch_invariant=True)
         inst = Instance(entry=entry, device=self.device, state=READY, codec=codec)
         inst.load_seconds = round(time.monotonic() - t0, 3)
         self.legacy[key] = inst

@@ -26,7 +26,7 @@ from conftest import TinyHyperprior, natural_image
 
 from model_store import registry
 from model_store.architectures.registry import Preset, register
-from model_store.codec import ImageCodec, ModelIdentity
+from model_store.codec import ImageCodec
 from model_store.image_io import encode_image
 from service.app import create_app
 from service.client import LicClient
@@ -68,7 +68,7 @@ def local_codec(root: Path, quality: int) -> ImageCodec:
     """The same (model, quality) as a server would load from ``root``, in this process (for byte comparisons)."""
     registry.refresh()
     entry = registry.resolve(MODEL, quality, root=root)
-    return ImageCodec(registry.load_model(entry), ModelIdentity(entry.model_id, entry.quality, entry.digest))
+    return ImageCodec.from_entry(entry)
 
 
 def png(h: int, w: int, seed: int = 0) -> bytes:

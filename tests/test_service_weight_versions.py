@@ -23,7 +23,7 @@ from service_fixtures import (  # noqa: E402
 from test_service_load import sample_value  # noqa: E402
 
 from model_store import registry  # noqa: E402
-from model_store.codec import ImageCodec, ModelIdentity  # noqa: E402
+from model_store.codec import ImageCodec  # noqa: E402
 from model_store.image_io import open_image  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
@@ -48,7 +48,7 @@ def two_versions(tmp_path_factory):
 def codec_of(root, version: str, quality: int) -> ImageCodec:
     registry.refresh()
     entry = registry._all_versions(root)[MODEL][version][quality]
-    return ImageCodec(registry.load_model(entry), ModelIdentity(entry.model_id, entry.quality, entry.digest))
+    return ImageCodec.from_entry(entry)
 
 
 def decompress(url: str, stream: bytes) -> httpx.Response:

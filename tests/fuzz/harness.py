@@ -15,6 +15,7 @@ hang or a huge allocation, which libFuzzer's -timeout / -rss_limit_mb catch) is 
 from __future__ import annotations
 
 import dataclasses
+import struct
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -112,7 +113,7 @@ def resealed(body: bytes) -> Optional[bytes]:
             which.extend(bytes(src.int(1) for _ in range(src.int(1) % 16)))
     try:
         return container.pack(header, [bytes(p) for p in payloads])
-    except (ValueError, UnicodeEncodeError, OverflowError, TypeError, __import__("struct").error):
+    except (ValueError, UnicodeEncodeError, OverflowError, TypeError, struct.error):
         return None  # not representable in the format (e.g. a non-ASCII model id): nothing to decode
 
 
