@@ -224,10 +224,10 @@ def _deadline(settings: ServiceSettings, requested: Optional[float]) -> float:
     return time.monotonic() + timeout
 
 
-async def _read_body(request: Request, limit: int, deadline: float) -> bytes:
+async def _read_body(request: Request, limit: int, deadline: float, content_digest: Optional[str]) -> bytes:
     """The whole body, refusing (413) as soon as its declared or actual length passes ``limit`` and (408) when it
     has not fully arrived by the request's deadline, so a slow or stalled sender cannot hold a slot for ever.
-    The body's ``Content-Digest``, if any, is checked here (400 ``digest_mismatch``)."""
+    ``content_digest`` (the request's ``Content-Digest``), if any, is checked here (400 ``digest_mismatch``)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the body is {declared} bytes; the limit is {limit}")
@@ -251,7 +251,7 @@ async def _read_body(request: Request, limit: int, deadline: float) -> bytes:
             f"raise {TIMEOUT_HEADER}"
         ) from None
     body = b"".join(chunks)
-    check_content_digest(request.headers.get("content-digest"), body)
+    check_content_digest(content_digest, body)
     return body
 
 
@@ -409,7 +409,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     f"Content-Type {declared or '(none)'} is not supported; send one of "
                     f"{list(media.IMAGE_TYPES)} or {media.MULTIPART}"
                 )
-            body = await _read_body(request, settings.max_body_bytes, deadline)
+            body = await _read_body(request, settings.max_body_bytes, deadline, content_digest)
             data = await _multipart_image(request, body) if declared == media.MULTIPART else body
             if media.sniff(data) is None:
                 raise ImageInputError("the body is not a PNG, JPEG or WebP image")
@@ -456,7 +456,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             declared = media.media_type(request.headers.get("content-type"))
             if declared not in ("", media.BITSTREAM):
                 raise UnsupportedMediaType(f"Content-Type {declared} is not a bitstream; send {media.BITSTREAM}")
-            body = await _read_body(request, settings.max_body_bytes, deadline)
+            body = await _read_body(request, settings.max_body_bytes, deadline, content_digest)
             header = container.parse_header(body)  # cheap: refuses damaged/unknown streams before any decoding
             inst, legacy = await service.instance_for_stream(header)
             request.state.instance = inst.key
