@@ -133,7 +133,17 @@ def save_checkpoint(path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig
 
 
 def load_weights_only(model: LearnedImageCodec, path: str) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    """Start from another run's weights: a training checkpoint (``.pt``) or shipped fp16 weights (``.safetensors``).
+
+    Shipped weights are a valid base because a fresh machine has no ``runs/``: fine-tuning a new quality from the
+    installed release is the cheapest start there is. Optimiser state is never carried over (new λ, new run).
+    """
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state, strict=False)
 
 

@@ -195,7 +195,18 @@ def test_paper_configs_are_the_published_ones():
 @pytest.mark.parametrize("name", ["small", "tiny"])
 def test_reduced_presets_say_how_they_depart_from_the_paper(arch, name):
     preset = get_preset(arch, name)
-    assert not preset.is_paper and preset.departures and preset.qualities == [1, 2, 3, 4, 5, 6]
+    assert not preset.is_paper and preset.departures
+    assert {q: preset.lambdas[q] for q in range(1, 7)} == STF_LAMBDAS  # the paper's six points, unchanged
+
+
+@pytest.mark.parametrize("arch", ["stf", "wacnn"])
+def test_small_presets_extend_the_ladder_towards_one_bpp_and_say_so(arch):
+    """CPU-sized models spend fewer bits per λ: the small presets add λ 0.0932 and 0.18 (TIC's next points)."""
+    preset = get_preset(arch, "small")
+    assert preset.qualities == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert (preset.lambdas[7], preset.lambdas[8]) == (0.0932, 0.18)
+    assert "qualities 7 and 8" in preset.departures
+    assert get_preset(arch, "paper").qualities == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("arch", ["stf", "wacnn"])

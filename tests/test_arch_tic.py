@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -14,9 +15,15 @@ from conftest import natural_image
 from model_store.architectures.base import count_parameters
 from model_store.architectures.registry import create_model, get_preset
 from model_store.architectures.tic import TIC, TIC_LAMBDAS, TIC_PAPER, TIC_PLUS_PAPER
-from model_store.entropy.causal_context import raster_serial_decode, raster_serial_encode
 from model_store.codec import ImageCodec, ModelIdentity
+from model_store.entropy.causal_context import (
+    crop_serial_decode,
+    crop_serial_encode,
+    raster_serial_decode,
+    raster_serial_encode,
+)
 from model_store.entropy.coding import GaussianSymbolDecoder, GaussianSymbolEncoder
+from model_store.errors import CoderMismatchError
 from model_store.layers.cam import CAUSAL_OFFSETS, CausalAttentionModule, wavefront_schedule, wavefront_step_count
 
 ARCHS = ("tic", "tic_plus")
@@ -280,6 +287,22 @@ def test_wavefront_matches_raster_serial_decoding(arch):
         wavefront = canon.decompress_latent(canon.compress_latent(y))
         raster = raster_serial_decode(canon, raster_serial_encode(canon, y))
     assert torch.equal(wavefront, raster)
+
+
+def test_reference_crop_loop_decodes_the_same_latent_as_the_wavefront():
+    """The benchmark's baseline (the published decoder's 5x5-crop loop) is a working codec computing the same
+    context: its latent equals the wavefront's up to float rounding (its full-crop forward sums differently)."""
+    model = tiny("tic")
+    canon = copy.deepcopy(model).double()
+    with torch.no_grad():
+        y = model.g_a(torch.rand(1, 3, 128, 128)).double()
+        wavefront = canon.decompress_latent(canon.compress_latent(y))
+        payload = crop_serial_encode(canon, y)
+        crop = crop_serial_decode(canon, payload)
+    assert crop.shape == wavefront.shape
+    assert torch.allclose(crop, wavefront, rtol=0, atol=1e-9)
+    with pytest.raises(CoderMismatchError):
+        crop_serial_decode(canon, dataclasses.replace(payload, index_crc=payload.index_crc ^ 1))
 
 
 def test_coding_runs_in_float64_even_for_a_float32_latent():

@@ -32,7 +32,14 @@ from model_store.layers.cam import (
 
 Schedule = Callable[[int, int], Sequence[Tensor]]
 
-__all__ = ["CausalContextCoding", "raster_serial_decode", "raster_serial_encode", "wavefront_schedule"]
+__all__ = [
+    "CausalContextCoding",
+    "crop_serial_decode",
+    "crop_serial_encode",
+    "raster_serial_decode",
+    "raster_serial_encode",
+    "wavefront_schedule",
+]
 
 
 class CausalContextCoding:
@@ -66,7 +73,6 @@ class CausalContextCoding:
             context.write(positions, part)
             y_hat_rows.index_copy_(0, positions, part)
         return y_hat_rows.t().reshape(1, c, h, w)
-
 
 
 class PositionParams:
@@ -115,22 +121,67 @@ def raster_serial_code_latent(
 
 def raster_serial_encode(model, y: Tensor) -> LatentPayload:
     """Like ``compress_latent`` but in raster order (a different, incompatible stream; for comparisons only)."""
+    return _encode_with(model, y, raster_serial_code_latent)
+
+
+def raster_serial_decode(model, payload: LatentPayload) -> Tensor:
+    """Decode a :func:`raster_serial_encode` payload with H·W sequential CAM evaluations."""
+    return _decode_with(model, payload, raster_serial_code_latent)
+
+
+def _encode_with(model, y: Tensor, code_latent) -> LatentPayload:
     y = y.to(CANONICAL_DTYPE)
     z = model.hyper_analysis(y)
     z_string = model.entropy_bottleneck.compress(z)[0]
     z_hat = model.entropy_bottleneck.decompress([z_string], z.shape[-2:])
     encoder = GaussianSymbolEncoder(model.gaussian_conditional)
     y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
-    raster_serial_code_latent(model, y, z_hat, encoder, y_shape)
+    code_latent(model, y, z_hat, encoder, y_shape)
     return LatentPayload(z_string, encoder.finish(), tuple(z.shape[1:]), y_shape, encoder.index_crc)  # type: ignore[arg-type]
 
 
-def raster_serial_decode(model, payload: LatentPayload) -> Tensor:
-    """Decode a :func:`raster_serial_encode` payload with H·W sequential CAM evaluations."""
+def _decode_with(model, payload: LatentPayload, code_latent) -> Tensor:
     z_hat = model.entropy_bottleneck.decompress([payload.z_string], payload.z_shape[1:])
     decoder = GaussianSymbolDecoder(model.gaussian_conditional, payload.y_string)
-    y_hat = raster_serial_code_latent(model, None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape)
+    y_hat = code_latent(model, None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape)
     decoder.verify(payload.index_crc)
     return y_hat
 
 
+# -- the reference implementation's loop (benchmarks only) ------------------------------------------------------------
+@torch.no_grad()
+def crop_serial_code_latent(
+    model, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape
+) -> Tensor:
+    """The published TIC decoder's loop (lumingzzz/TIC ``TIC.decompress``), rewritten against our modules.
+
+    For every latent position in raster order it runs the context model's full forward on the 5x5 crop of
+    ``y_hat`` centred there, keeps the centre output, applies the entropy-parameter convs to it and the hyperprior
+    at that position, and codes that one position. Nothing is cached between positions: this is the
+    "raster-serial CAM loop" the wavefront is measured against (``benchmarks/cam_decode.py``). Only its coder
+    calls are ours (one position per call, same rANS tables), so the comparison is about the context schedule.
+    """
+    c, h, w = y_shape
+    block = model.context_prediction.block_len
+    pad = block // 2
+    hyper = model.h_s(z_hat)
+    y_hat = torch.zeros(1, c, h + 2 * pad, w + 2 * pad, dtype=z_hat.dtype)
+    for i in range(h):
+        for j in range(w):
+            crop = y_hat[:, :, i : i + block, j : j + block]
+            ctx = model.context_prediction(crop)[:, :, pad : pad + 1, pad : pad + 1]
+            params = model.entropy_parameters(torch.cat((hyper[:, :, i : i + 1, j : j + 1], ctx), dim=1))
+            scales, means = params.reshape(2, c)
+            y_ij = None if y is None else y[0, :, i, j]
+            y_hat[0, :, i + pad, j + pad] = coder.code(scales, means, y_ij)
+    return y_hat[:, :, pad : pad + h, pad : pad + w]
+
+
+def crop_serial_encode(model, y: Tensor) -> LatentPayload:
+    """Encode for :func:`crop_serial_decode` (its own stream: the reference's loop, not our wavefront)."""
+    return _encode_with(model, y, crop_serial_code_latent)
+
+
+def crop_serial_decode(model, payload: LatentPayload) -> Tensor:
+    """Decode a :func:`crop_serial_encode` payload the way the reference implementation does."""
+    return _decode_with(model, payload, crop_serial_code_latent)
