@@ -70,3 +70,28 @@ def test_exported_weights_load_and_round_trip(image_dirs, tmp_path):
     assert codec.decompress(codec.compress(img)).shape == img.shape
     # a second load reads the stored CDF tables and produces the same bytes
     assert load_codec("stf-tiny", 2, root=root).compress(img) == codec.compress(img)
+
+
+def test_fine_tuning_can_start_from_shipped_safetensors(image_dirs, tmp_path):
+    """A fresh machine has no runs/: a new quality starts from an installed release's fp16 weights."""
+    import dataclasses
+
+    import torch
+
+    from model_store.architectures.registry import create_model
+    from model_store.train import load_weights_only
+
+    out = tmp_path / "base"
+    train(tiny_config(image_dirs, out, steps=1))
+    folder = export("stf", "tiny", "v1", {2: str(out / "last.pt")}, root=str(tmp_path / "weights"))
+    shipped = registry.load_model(registry.resolve("stf-tiny", 2, root=tmp_path / "weights"))
+
+    fresh = create_model("stf", "tiny", 4)
+    load_weights_only(fresh, str(folder / "q2.safetensors"))
+    for name, p in shipped.named_parameters():
+        assert torch.equal(dict(fresh.named_parameters())[name], p), name
+
+    cfg = dataclasses.replace(tiny_config(image_dirs, tmp_path / "q4", steps=1), quality=4)
+    cfg = dataclasses.replace(cfg, init_from=str(folder / "q2.safetensors"))
+    assert train(cfg).exists()
+    assert json.loads((tmp_path / "q4" / "config.json").read_text())["init_from"].endswith("q2.safetensors")
