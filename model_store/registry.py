@@ -59,6 +59,20 @@ def _manifests(root: Path) -> List[dict]:
     return found
 
 
+def weights_path(version_dir: Path, item: dict) -> Path:
+    """Where a manifest's quality entry keeps its file: its own version folder, or ``stored_in`` a sibling one.
+
+    A release that keeps some qualities of an earlier one unchanged says ``"stored_in": "v1"`` instead of
+    carrying a second copy: same bytes, same sha256, so streams of either version find them, and the repository's
+    weight budget pays for each file once. Both names must be plain (no path can leave the model's folder).
+    """
+    name, stored_in = str(item.get("file", "")), str(item.get("stored_in", version_dir.name))
+    for part in (name, stored_in):
+        if not part or Path(part).name != part or part in (".", ".."):
+            raise WeightsFileError(f"{version_dir}: weights location {stored_in}/{name} is not a plain name")
+    return version_dir.parent / stored_in / name
+
+
 def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
     return {
         int(q): WeightsEntry(
@@ -67,7 +81,7 @@ def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
             preset=manifest["preset"],
             version=manifest["version"],
             quality=int(q),
-            path=manifest["_dir"] / item["file"],
+            path=weights_path(manifest["_dir"], item),
             sha256=item["sha256"],
             lmbda=float(item["lambda"]),
         )
@@ -85,7 +99,7 @@ def _all_versions(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[str, Dict[int, We
 
 
 def _version_key(version: str):
-    """"v10" after "v9", "2" after "1"; other names after numbered ones, alphabetically."""
+    """ "v10" after "v9", "2" after "1"; other names after numbered ones, alphabetically."""
     number = version.lstrip("vV")
     return (0, int(number), "") if number.isdigit() else (1, 0, version)
 
@@ -210,11 +224,30 @@ def write_model_version(
     root: Path = WEIGHTS_ROOT,
     recipe: Optional[dict] = None,
     rd_points: Optional[Dict[int, dict]] = None,
+    reused: Optional[Dict[int, str]] = None,
 ) -> Path:
-    """Export ``quality -> model`` as ``<root>/<arch>-<preset>/<version>/`` with fp16 files and a manifest."""
+    """Export ``quality -> model`` as ``<root>/<arch>-<preset>/<version>/`` with fp16 files and a manifest.
+
+    ``reused`` lists qualities taken unchanged from an earlier installed version (``quality -> that version``):
+    the manifest points at their files (``stored_in``) instead of writing copies.
+    """
     model_id = f"{arch}-{preset}"
     folder = root / model_id / version
     qualities = {}
+    for quality, old_version in sorted((reused or {}).items()):
+        if quality in models:
+            raise ValueError(f"q{quality} is both newly exported and reused from {old_version}")
+        old = _all_versions(root).get(model_id, {}).get(old_version, {}).get(quality)
+        if old is None:
+            raise UnknownModelError(f"{model_id} {old_version} has no q{quality} to reuse")
+        qualities[str(quality)] = {
+            "file": old.path.name,
+            "stored_in": old_version,
+            "sha256": old.sha256,
+            "bytes": old.path.stat().st_size,
+            "lambda": old.lmbda,
+            "rd": (rd_points or {}).get(quality, {}),
+        }
     for quality, model in sorted(models.items()):
         name = f"q{quality}.safetensors"
         digest = save_weights(model, folder / name, metadata={"model": model_id, "quality": str(quality)})
@@ -233,6 +266,7 @@ def write_model_version(
         "qualities": qualities,
         "recipe": recipe or {},
     }
+    folder.mkdir(parents=True, exist_ok=True)  # a release may reuse every file and write none
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     refresh()
     return folder

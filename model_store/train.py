@@ -249,12 +249,23 @@ def environment() -> Dict[str, str]:
     return {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor(), "gpu": gpu}
 
 
+#: ``QUALITY=@v1`` on the export command line: keep that quality's file from installed version v1 unchanged.
+REUSE_PREFIX = "@"
+
+
 def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Optional[str] = None) -> Path:
-    """Package trained checkpoints (best.pt when present) as shipped fp16 weights with a manifest."""
+    """Package trained checkpoints as shipped fp16 weights with a manifest.
+
+    ``runs`` maps quality to a checkpoint path, or to ``@<version>`` to carry an installed version's file over
+    unchanged (the new manifest points at it; see ``registry.weights_path``).
+    """
     from model_store import registry
 
+    reused = {q: v[len(REUSE_PREFIX) :] for q, v in runs.items() if v.startswith(REUSE_PREFIX)}
     models, recipe = {}, {"runs": {}, "environment": environment()}
-    for quality, ckpt_path in sorted(runs.items()):
+    for quality, old_version in sorted(reused.items()):
+        recipe["runs"][str(quality)] = {"reused_from": old_version}
+    for quality, ckpt_path in sorted((q, v) for q, v in runs.items() if q not in reused):
         path = Path(ckpt_path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         model = create_model(arch, preset, quality)
@@ -267,7 +278,7 @@ def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Opt
             "val_estimate": ckpt.get("val") or ckpt.get("best_val"),
         }
     return registry.write_model_version(
-        models, arch, preset, version, root=Path(root) if root else registry.WEIGHTS_ROOT, recipe=recipe
+        models, arch, preset, version, root=Path(root) if root else registry.WEIGHTS_ROOT, recipe=recipe, reused=reused
     )
 
 
@@ -279,7 +290,7 @@ def parse_args(argv: Optional[List[str]] = None):
         p.add_argument("--preset", required=True)
         p.add_argument("--version", required=True)
         p.add_argument("--root", default=None)
-        p.add_argument("runs", nargs="+", help="QUALITY=CHECKPOINT")
+        p.add_argument("runs", nargs="+", help="QUALITY=CHECKPOINT, or QUALITY=@VERSION to keep an installed file")
         args = p.parse_args(argv[1:])
         runs = {int(k): v for k, v in (item.split("=", 1) for item in args.runs)}
         return "export", args, runs

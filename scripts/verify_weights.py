@@ -61,10 +61,13 @@ def verify(root: Path, log=print) -> List[str]:
             problems.append(f"{where}: lists no qualities")
         for quality, item in sorted(manifest["qualities"].items(), key=lambda kv: int(kv[0])):
             name = item.get("file", "")
-            path = folder / name
+            stored_in = str(item.get("stored_in", folder.name))  # a file kept unchanged from an earlier version
+            path = folder.parent / stored_in / name
             label = f"{manifest['model']}/{manifest['version']} q{quality} {name}"
-            if not name or Path(name).name != name:
-                problems.append(f"{label}: file name must be a plain name inside the version folder")
+            if stored_in != folder.name:
+                label += f" (stored in {stored_in})"
+            if not name or Path(name).name != name or Path(stored_in).name != stored_in or ".." in (name, stored_in):
+                problems.append(f"{label}: file and stored_in must be plain names inside the model folder")
                 continue
             if not path.is_file():
                 problems.append(f"{label}: missing")
@@ -101,8 +104,10 @@ def main(argv=None) -> int:
         print(f"error: weights root {args.root} is not a directory", file=sys.stderr)
         return 2
     if not any(args.root.glob("*/*/manifest.json")):
-        print(f"{'warning' if args.allow_empty else 'error'}: no <model>/<version>/manifest.json under {args.root}",
-              file=sys.stderr)
+        print(
+            f"{'warning' if args.allow_empty else 'error'}: no <model>/<version>/manifest.json under {args.root}",
+            file=sys.stderr,
+        )
         return 0 if args.allow_empty else 2
     problems = verify(args.root, log=(lambda line: None) if args.quiet else print)
     for problem in problems:

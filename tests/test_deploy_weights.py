@@ -79,6 +79,27 @@ def test_manifest_in_the_wrong_folder_or_escaping_file_name_fails(root):
     assert "plain name" in result.stderr and "lives in other-model" in result.stderr
 
 
+def test_a_file_kept_from_an_earlier_version_is_verified_where_it_is_stored(root):
+    folder = version_dir(root)
+    newer = folder.parent / "v9"
+    newer.mkdir()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["version"] = "v9"
+    for item in manifest["qualities"].values():
+        item["stored_in"] = folder.name
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    result = run(str(root))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == 4 and f"(stored in {folder.name})" in result.stdout
+
+    (folder / "q1.safetensors").write_bytes(b"tampered")  # both versions' entries now fail
+    assert run(str(root)).stderr.count("q1.safetensors") == 2
+
+    manifest["qualities"]["2"]["stored_in"] = "../.."
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    assert "plain names" in run(str(root)).stderr
+
+
 def test_default_json_must_name_a_shipped_model(root):
     (root / "default.json").write_text(json.dumps({"model": "nope"}))
     assert run(str(root)).returncode == 1

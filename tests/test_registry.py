@@ -76,3 +76,40 @@ def test_loading_does_not_recompute_cdf_tables(weights_root, monkeypatch):
     codec = load_codec("stf-tiny", 1, root=weights_root)
     img = natural_image(64, 64)
     assert codec.decompress(codec.compress(img)).shape == img.shape
+
+
+def test_a_new_version_can_keep_earlier_qualities_without_copying_their_files(weights_root):
+    """v2 retrains q2 and keeps v1's q1: the manifest points at v1's file; both versions resolve and load it."""
+    torch.manual_seed(1)
+    registry.write_model_version(
+        {2: create_model("stf", "tiny", 2)}, "stf", "tiny", "v2", root=weights_root, reused={1: "v1"}
+    )
+    v2 = weights_root / "stf-tiny" / "v2"
+    assert sorted(p.name for p in v2.glob("*.safetensors")) == ["q2.safetensors"]  # no copy of q1
+    item = json.loads((v2 / "manifest.json").read_text())["qualities"]["1"]
+    assert item["stored_in"] == "v1" and item["sha256"] == registry.sha256_file(
+        weights_root / "stf-tiny/v1/q1.safetensors"
+    )
+
+    entry = registry.resolve("stf-tiny", 1, root=weights_root)
+    assert (entry.version, entry.path) == ("v2", weights_root / "stf-tiny" / "v1" / "q1.safetensors")
+    img = natural_image(40, 56)
+    v1_stream = load_codec("stf-tiny", 1, root=weights_root).compress(img)  # same digest: old streams decode too
+    assert load_codec("stf-tiny", 1, root=weights_root).decompress(v1_stream).shape == img.shape
+    assert registry.resolve("stf-tiny", 2, root=weights_root).path.parent == v2
+
+
+def test_reusing_a_quality_the_old_version_lacks_is_refused(weights_root):
+    with pytest.raises(UnknownModelError, match="v1 has no q5"):
+        registry.write_model_version({}, "stf", "tiny", "v2", root=weights_root, reused={5: "v1"})
+
+
+@pytest.mark.parametrize("field, value", [("stored_in", "../../elsewhere"), ("file", "../v1/q1.safetensors")])
+def test_weights_locations_cannot_leave_the_model_folder(weights_root, field, value):
+    manifest_path = weights_root / "stf-tiny" / "v1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["qualities"]["1"][field] = value
+    manifest_path.write_text(json.dumps(manifest))
+    registry.refresh()
+    with pytest.raises(WeightsFileError, match="plain name"):
+        registry.resolve("stf-tiny", 1, root=weights_root)

@@ -95,3 +95,21 @@ def test_fine_tuning_can_start_from_shipped_safetensors(image_dirs, tmp_path):
     cfg = dataclasses.replace(cfg, init_from=str(folder / "q2.safetensors"))
     assert train(cfg).exists()
     assert json.loads((tmp_path / "q4" / "config.json").read_text())["init_from"].endswith("q2.safetensors")
+
+
+def test_export_keeps_an_installed_quality_with_at_version(image_dirs, tmp_path):
+    """``QUALITY=@v1`` on the export command line carries v1's file over instead of a checkpoint."""
+    from model_store.train import parse_args
+
+    out = tmp_path / "run"
+    train(tiny_config(image_dirs, out, steps=1))
+    root = tmp_path / "weights"
+    export("stf", "tiny", "v1", {2: str(out / "last.pt")}, root=str(root))
+    mode, args, runs = parse_args(["export", "--arch", "stf", "--preset", "tiny", "--version", "v2", "2=@v1"])
+    assert (mode, runs) == ("export", {2: "@v1"})
+    folder = export("stf", "tiny", "v2", runs, root=str(root))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["qualities"]["2"]["stored_in"] == "v1"
+    assert manifest["recipe"]["runs"]["2"] == {"reused_from": "v1"}
+    assert not list(folder.glob("*.safetensors"))
+    assert load_codec("stf-tiny", 2, root=root).identity.digest.hex() == manifest["qualities"]["2"]["sha256"]
