@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
-H, W = 512, 768
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from codec import H, W, benchmark_image  # noqa: E402  (the same 768x512 image as the codec benchmark)
+from report import RESULTS, machine, write_results  # noqa: E402
 
 
 def _best(fn, repeats: int):
@@ -52,16 +52,13 @@ def measure(arch: str, preset: str, repeats: int) -> dict:
     )
     from model_store.layers.cam import wavefront_step_count
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import natural_image
-
     torch.manual_seed(0)
     qualities = get_preset(arch, preset).qualities
     model = create_model(arch, preset, qualities[len(qualities) // 2]).eval()
     model.update(force=True)
     canon = canonical_copy(model)
     with torch.no_grad():
-        y = model.analysis(image_to_tensor(natural_image(H, W, seed=0)).unsqueeze(0)).to(torch.float64)
+        y = model.analysis(image_to_tensor(benchmark_image()).unsqueeze(0)).to(torch.float64)
         synth_s, _ = _best(lambda: model.synthesis(y.float()), repeats)
         wave_payload = canon.compress_latent(y)
         wave_s, wave = _best(lambda: canon.decompress_latent(wave_payload), repeats)
@@ -107,12 +104,9 @@ def main() -> None:
         "image": f"{W}x{H} synthetic natural-like image (tests/conftest.natural_image)",
         "threads": args.threads,
         "repeats": args.repeats,
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine(),
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"# CAM context decoding, {W}x{H} image, {args.threads} threads (float64 coding path, random init)",
         "",
@@ -131,7 +125,7 @@ def main() -> None:
             f"{t['wavefront']:.3f} | {t['raster']:.3f} | {t['crop_loop']:.3f} | "
             f"{s['vs_raster']:.1f}x / {s['vs_crop_loop']:.1f}x | {si['vs_raster']:.1f}x / {si['vs_crop_loop']:.1f}x |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(Path(args.out), report, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE = "compressai:mbt2018-mean"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import RESULTS, machine, write_results  # noqa: E402
+
 H, W = 512, 768
 
 
-def _image():
-    import numpy as np
+def benchmark_image():
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import natural_image
@@ -45,7 +45,7 @@ def measure_ours(arch: str, preset: str, quality: int, repeats: int) -> dict:
     model = create_model(arch, preset, quality)
     model.update(force=True)
     codec = ImageCodec(model, ModelIdentity(f"{arch}-{preset}", quality, bytes(32)))
-    img = _image()
+    img = benchmark_image()
     enc, dec, stream = [], [], b""
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -64,7 +64,7 @@ def measure_compressai(name: str, quality: int, repeats: int) -> dict:
     torch.manual_seed(0)
     net = image_models[name](quality=quality, pretrained=False).eval()
     net.update(force=True)
-    img = _image()
+    img = benchmark_image()
     x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0)
     enc, dec = [], []
     with torch.no_grad():
@@ -98,8 +98,18 @@ def child(spec: str, quality: int, repeats: int, threads: int) -> None:
 
 
 def run_child(spec: str, quality: int, repeats: int, threads: int, timeout: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", spec, "--quality", str(quality), "--repeats", str(repeats),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        spec,
+        "--quality",
+        str(quality),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(threads),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -151,12 +161,9 @@ def main() -> None:
         "image": f"{W}x{H} synthetic natural-like image (tests/conftest.natural_image)",
         "threads": args.threads,
         "repeats": args.repeats,
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine(),
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"# Codec speed, {W}x{H}, {args.threads} threads, best of {args.repeats} (random init)",
         "",
@@ -172,7 +179,7 @@ def main() -> None:
             f"{r.get('enc_vs_mbt2018_mean', float('nan')):.2f} | {r.get('dec_vs_mbt2018_mean', float('nan')):.2f} | "
             f"{r['peak_rss_mib']:.0f} |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(Path(args.out), report, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CLASSICAL = ("jpeg", "webp", "avif", "jxl")
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import RESULTS, machine, write_results  # noqa: E402
 
 
 def rd_summary(report: dict, model: str) -> dict | None:
@@ -112,12 +112,10 @@ def main() -> None:
         rows.append(row)
         print(preset.key, json.dumps(row), flush=True)
     rows.sort(key=rank_key)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"eval_report": args.eval, "threads": args.threads, "preset": args.preset, "ranking": rows}
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    doc = {"eval_report": args.eval, "threads": args.threads, "preset": args.preset, "machine": machine()}
+    doc["ranking"] = rows
     table = markdown(rows, args.eval, args.threads)
-    out.with_suffix(".md").write_text(table)
+    write_results(Path(args.out), doc, table)
     print(table)
 
 
