@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from codec import H, W, benchmark_image  # noqa: E402  (the same 768x512 image as the codec benchmark)
-from report import RESULTS, machine, write_results  # noqa: E402
+from codec import H, W, benchmark_image, timing_report  # noqa: E402  (the same 768x512 image as the codec benchmark)
+from report import RESULTS, write_results  # noqa: E402
 
 
 def _best(fn, repeats: int):
@@ -100,13 +100,7 @@ def main() -> None:
     for arch in args.archs:
         results[f"{arch}-{args.preset}"] = r = measure(arch, args.preset, args.repeats)
         print(arch, json.dumps(r), flush=True)
-    report = {
-        "image": f"{W}x{H} synthetic natural-like image (tests/conftest.natural_image)",
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "machine": machine(),
-        "results": results,
-    }
+    report = timing_report(args.threads, args.repeats, results)
     lines = [
         f"# CAM context decoding, {W}x{H} image, {args.threads} threads (float64 coding path, random init)",
         "",

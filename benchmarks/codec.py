@@ -34,6 +34,12 @@ def benchmark_image():
     return natural_image(H, W, seed=0)
 
 
+def timing_report(threads: int, repeats: int, results: dict) -> dict:
+    """The JSON document of a timing benchmark on :func:`benchmark_image`."""
+    image = f"{W}x{H} synthetic natural-like image (tests/conftest.natural_image)"
+    return {"image": image, "threads": threads, "repeats": repeats, "machine": machine(), "results": results}
+
+
 def measure_ours(arch: str, preset: str, quality: int, repeats: int) -> dict:
     import torch
 
@@ -157,13 +163,7 @@ def main() -> None:
         if "error" not in r and "error" not in ref:
             r["enc_vs_mbt2018_mean"] = r["enc_s"] / ref["enc_s"]
             r["dec_vs_mbt2018_mean"] = r["dec_s"] / ref["dec_s"]
-    report = {
-        "image": f"{W}x{H} synthetic natural-like image (tests/conftest.natural_image)",
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "machine": machine(),
-        "results": results,
-    }
+    report = timing_report(args.threads, args.repeats, results)
     lines = [
         f"# Codec speed, {W}x{H}, {args.threads} threads, best of {args.repeats} (random init)",
         "",
