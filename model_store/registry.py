@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -44,6 +44,8 @@ class WeightsEntry:
     path: Path
     sha256: str
     lmbda: float
+    #: RD measured on the validation set when the weights shipped (bpp, psnr, ms_ssim, n_images; {} if none)
+    rd: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def digest(self) -> bytes:
@@ -84,6 +86,7 @@ def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
             path=weights_path(manifest["_dir"], item),
             sha256=item["sha256"],
             lmbda=float(item["lambda"]),
+            rd=dict(item.get("rd") or {}),
         )
         for q, item in manifest["qualities"].items()
     }

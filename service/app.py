@@ -55,6 +55,15 @@ class ErrorBody(BaseModel):
     code: str = Field(description="stable identifier to branch on (see the API description)")
 
 
+class ValidationRD(BaseModel):
+    """Averages over the project's validation photos, real bitstreams, measured when the weights shipped."""
+
+    bpp: float = Field(description="average bits per pixel")
+    psnr: float = Field(description="average RGB PSNR in dB")
+    ms_ssim: Optional[float] = None
+    images: Optional[int] = Field(None, description="how many validation photos the averages are over")
+
+
 class QualityInfo(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -64,6 +73,9 @@ class QualityInfo(BaseModel):
     weights_sha256: str = Field(description="sha256 of the weights file; every bitstream header carries it")
     version: str
     lmbda: float = Field(alias="lambda", description="rate-distortion trade-off the weights were trained for")
+    validation: Optional[ValidationRD] = Field(
+        None, description="what to expect from this quality (pick one by target bpp or PSNR); null if unmeasured"
+    )
     load_seconds: Optional[float] = None
     error: Optional[str] = None
 

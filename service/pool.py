@@ -55,9 +55,17 @@ class Instance:
             "weights_sha256": self.entry.sha256,
             "version": self.entry.version,
             "lambda": self.entry.lmbda,
+            "validation": validation_rd(self.entry.rd),
             "load_seconds": self.load_seconds,
             **({"error": self.error} if self.error else {}),
         }
+
+
+def validation_rd(rd: dict) -> Optional[dict]:
+    """What a client can expect from a quality: the manifest's validation-set averages, or None if unmeasured."""
+    if not rd or "bpp" not in rd or "psnr" not in rd:
+        return None
+    return {"bpp": rd["bpp"], "psnr": rd["psnr"], "ms_ssim": rd.get("ms_ssim"), "images": rd.get("n_images")}
 
 
 def warm_up_image(multiple: int) -> np.ndarray:

@@ -60,7 +60,9 @@ def build_weights_root(root: Path, seed: int = 0) -> Path:
             model.g_a[-1].weight.mul_(100.0)
             model.g_a[-1].bias.mul_(100.0)
         models[quality] = model
-    registry.write_model_version(models, ARCH, PRESET, "1", root=root)
+    # q1 carries validation RD points in its manifest (values made up for the test), q2 none
+    rd = {1: {"bpp": 0.5, "psnr": 21.5, "ms_ssim": 0.81, "n_images": 3}}
+    registry.write_model_version(models, ARCH, PRESET, "1", root=root, rd_points=rd)
     return root
 
 

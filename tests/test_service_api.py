@@ -148,6 +148,13 @@ def test_models_lists_every_quality_with_weights_digest_device_and_state(http, w
         assert bytes.fromhex(q["weights_sha256"]) == local_codec(weights_root, q["quality"]).identity.digest
 
 
+def test_models_say_what_each_quality_measured_on_the_validation_set(http):
+    """Clients pick a quality by target bpp/PSNR from the manifest's RD points; unmeasured weights say null."""
+    q1, q2 = http.get("/v1/models").json()["models"][0]["qualities"]
+    assert q1["validation"] == {"bpp": 0.5, "psnr": 21.5, "ms_ssim": 0.81, "images": 3}
+    assert q2["validation"] is None
+
+
 def test_health_endpoints(http):
     assert http.get("/health/live").json() == {"status": "alive"}
     assert http.get("/health/ready").json() == {"status": "ready"}
