@@ -25,9 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from codec import H, W, benchmark_image, timing_report  # noqa: E402  (the same 768x512 image as the codec benchmark)
-from report import RESULTS, write_results  # noqa: E402
+from benchmarks.codec import H, W, benchmark_image, timing_report  # noqa: E402  (the same 768x512 image as the codec benchmark)
+from benchmarks.report import RESULTS, write_results  # noqa: E402
 
 
 def _best(fn, repeats: int):

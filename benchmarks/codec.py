@@ -20,8 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "compressai:mbt2018-mean"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from report import RESULTS, machine, write_results  # noqa: E402
+from benchmarks.report import RESULTS, machine, write_results  # noqa: E402
 
 H, W = 512, 768
 

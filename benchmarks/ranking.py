@@ -23,8 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CLASSICAL = ("jpeg", "webp", "avif", "jxl")
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from report import RESULTS, machine, write_results  # noqa: E402
+from benchmarks.report import RESULTS, machine, write_results  # noqa: E402
 
 
 def rd_summary(report: dict, model: str) -> dict | None:
@@ -92,8 +91,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "ranking"))
     args = p.parse_args()
 
-    from codec import run_child
-
+    from benchmarks.codec import run_child
     from model_store.architectures.registry import presets
 
     report = json.loads(Path(args.eval).read_text())

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+if str(ROOT) not in sys.path:  # benchmarks/ is a package at the repository root, not an installed one
+    sys.path.insert(0, str(ROOT))
 
-import ranking  # noqa: E402
+from benchmarks import ranking  # noqa: E402
 
 REPORT = {
     "codecs": {
