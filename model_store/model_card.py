@@ -43,9 +43,10 @@ def render(manifest: Dict, report: Optional[Dict]) -> str:
     for q, item in sorted(manifest["qualities"].items(), key=lambda kv: int(kv[0])):
         rd = item.get("rd") or {}
         fmt = lambda key, spec: format(rd[key], spec) if rd.get(key) is not None else "–"  # noqa: E731
+        where = f", kept from {item['stored_in']}" if "stored_in" in item else ""
         lines.append(
             f"| {q} | {item['lambda']} | {fmt('bpp', '.4f')} | {fmt('psnr', '.2f')} | {fmt('ms_ssim', '.4f')} | "
-            f"{fmt('enc_s', '.2f')} | {fmt('dec_s', '.2f')} | {item['file']} ({item['bytes'] / 2**20:.1f} MiB) | "
+            f"{fmt('enc_s', '.2f')} | {fmt('dec_s', '.2f')} | {item['file']} ({item['bytes'] / 2**20:.1f} MiB{where}) | "
             f"`{item['sha256'][:16]}…` |"
         )
     if report:
