@@ -63,6 +63,10 @@ class TrainConfig:
     eval_every: int = 500
     ckpt_every: int = 100
     max_val_images: int = 12
+    #: Stop this call after so many minutes of training (0: no limit), validating and checkpointing first, and
+    #: count elapsed time as progress for the late lr decay: a time-boxed run (a lent GPU has ~15 minutes in
+    #: all) still ends decayed. Time counts per call; a resumed run starts its clock again.
+    max_minutes: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,11 +75,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then constant, then one late step decay (the recipe that worked best here)."""
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then constant, then one late step decay (the recipe that worked best here).
+
+    Progress is the larger of the step fraction and, with ``max_minutes``, the fraction of the time budget used.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * (cfg.decay_factor if step >= cfg.decay_at * cfg.steps else 1.0)
+    progress = step / cfg.steps
+    if cfg.max_minutes > 0:
+        progress = max(progress, elapsed_s / (60.0 * cfg.max_minutes))
+    return cfg.lr * (cfg.decay_factor if progress >= cfg.decay_at else 1.0)
 
 
 def rd_loss(out: Dict, x: torch.Tensor, lmbda: float) -> Dict[str, torch.Tensor]:
@@ -205,8 +215,9 @@ def train(cfg: TrainConfig) -> Path:
     step = start
     for x in bar:
         x = x.to(device, non_blocking=True)
+        lr = lr_at(step, cfg, time.time() - t0)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             out_fw = model(x)
         losses = rd_loss(out_fw, x, lmbda)
@@ -225,12 +236,14 @@ def train(cfg: TrainConfig) -> Path:
             "bpp": losses["bpp"].item(),
             "psnr": psnr_from_mse(losses["mse"].item()),
             "aux": aux.item(),
-            "lr": lr_at(step - 1, cfg),
+            "lr": lr,
             "grad_norm": float(grad_norm),
             "elapsed_s": round(time.time() - t0, 1),
         }
         bar.set_postfix(loss=f"{record['loss']:.3f}", bpp=f"{record['bpp']:.3f}", psnr=f"{record['psnr']:.2f}")
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        out_of_time = cfg.max_minutes > 0 and time.time() - t0 >= 60.0 * cfg.max_minutes
+        final = step == cfg.steps or out_of_time
+        if step % cfg.eval_every == 0 or final:
             record["val"] = validate(model, val_images, lmbda, device)
             if record["val"]["loss"] < best:
                 best = record["val"]["loss"]
@@ -238,8 +251,11 @@ def train(cfg: TrainConfig) -> Path:
             bar.write(f"step {step}: val {record['val']}")
         log.write(json.dumps(record) + "\n")
         log.flush()
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or final:
             save_checkpoint(last, model, opt, aux_opt, step, cfg, best)
+        if out_of_time:
+            bar.write(f"stopping at step {step}: the {cfg.max_minutes} min budget is used (resume to continue)")
+            break
     log.close()
     return last
 

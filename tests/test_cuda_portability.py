@@ -68,6 +68,8 @@ def test_cuda_batches_give_the_bytes_and_pixels_of_one_by_one(arch):
 
 
 def test_the_shipped_default_model_crosses_devices_on_a_photo_sized_image():
+    if not registry.shipped_models():
+        pytest.skip("no weights installed here (a device call after scripts/device_tree.sh slim)")
     entry = registry.resolve(None, registry.shipped_models()[registry.default_model()][0])
     cpu, gpu = ImageCodec.from_entry(entry, device="cpu"), ImageCodec.from_entry(entry, device="cuda")
     img = natural_image(512, 768, seed=3)

@@ -113,3 +113,18 @@ def test_export_keeps_an_installed_quality_with_at_version(image_dirs, tmp_path)
     assert manifest["recipe"]["runs"]["2"] == {"reused_from": "v1"}
     assert not list(folder.glob("*.safetensors"))
     assert load_codec("stf-tiny", 2, root=root).identity.digest.hex() == manifest["qualities"]["2"]["sha256"]
+
+
+def test_a_time_boxed_run_stops_validated_checkpointed_and_decayed(image_dirs, tmp_path):
+    """--max-minutes: a lent GPU's budget ends the call cleanly, and the late lr decay follows the clock."""
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_config(image_dirs, tmp_path / "run", steps=1000), max_minutes=1e-6, eval_every=500)
+    train(cfg)
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert record["step"] == 1 and "val" in record  # stopped after one step, validated anyway
+    assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
+
+    timed = TrainConfig(lr=1e-3, warmup_steps=0, steps=100, decay_at=0.8, decay_factor=0.1, max_minutes=10)
+    assert lr_at(5, timed, elapsed_s=60) == pytest.approx(1e-3)  # 10 % of the time, 5 % of the steps
+    assert lr_at(5, timed, elapsed_s=8.5 * 60) == pytest.approx(1e-4)  # 85 % of the time: decayed
