@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import natural_image
+
 from model_store.architectures.registry import architectures, create_model, get_preset
 from model_store.codec import ImageCodec, ModelIdentity
 from model_store.errors import BitstreamError

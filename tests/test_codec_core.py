@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_tiny_codec, natural_image
+
 from model_store import container
 from model_store.codec import ImageCodec, ModelIdentity, pad_amounts
 from model_store.errors import BitstreamError, CoderMismatchError, LimitExceededError, WeightsMismatchError

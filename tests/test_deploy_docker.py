@@ -32,9 +32,10 @@ if str(ROOT) not in sys.path:  # the deploy/ helpers live at the repository root
     sys.path.insert(0, str(ROOT))
 pytest.register_assert_rewrite("service_fixtures")
 
+from service_fixtures import MODEL, png  # noqa: E402
+
 from deploy.testing import write_preset_hook  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
-from service_fixtures import MODEL, png  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 

@@ -30,11 +30,12 @@ if str(ROOT) not in sys.path:  # the deploy/ helpers live at the repository root
     sys.path.insert(0, str(ROOT))
 pytest.register_assert_rewrite("service_fixtures")
 
+from service_fixtures import MODEL, QUALITIES, png  # noqa: E402
+
 from deploy import promql  # noqa: E402
 from deploy.testing import write_preset_hook  # noqa: E402
 from service.errors import ERROR_CODES  # noqa: E402
 from service.metrics import STAGES, ServiceMetrics  # noqa: E402
-from service_fixtures import MODEL, QUALITIES, png  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import natural_image
+
 from model_store import registry
 from model_store.architectures.registry import create_model
 from model_store.codec import load_codec

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import natural_image
 from PIL import Image
 
-from conftest import natural_image
 from model_store import registry
 from model_store.codec import load_codec
 from model_store.train import TrainConfig, export, lr_at, train

@@ -165,7 +165,7 @@ def likelihoods_dict(y_likelihoods: Tensor, z_likelihoods: Tensor) -> Dict[str, 
 
 def total_bpp(likelihoods: Dict[str, Tensor], num_pixels: int) -> Tensor:
     """Estimated bits per pixel of a training forward pass (sum of -log2 likelihoods / pixels)."""
-    return sum(torch.log2(l).sum() for l in likelihoods.values()) / (-num_pixels)  # type: ignore[return-value]
+    return sum(torch.log2(p).sum() for p in likelihoods.values()) / (-num_pixels)  # type: ignore[return-value]
 
 
 def count_parameters(module: torch.nn.Module, exclude: Sequence[str] = ()) -> int:

@@ -41,14 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model_store.layers.swin import (
-    DropPath,
-    Mlp,
-    drop_path_rates,
-    windowed_attention,
-    map_to_tokens,
-    tokens_to_map,
-)
+from model_store.layers.swin import DropPath, Mlp, drop_path_rates, map_to_tokens, tokens_to_map, windowed_attention
 
 __all__ = [
     "DenseBlock",
