@@ -171,10 +171,14 @@ def load_model(entry: WeightsEntry) -> LearnedImageCodec:
     return model.eval()
 
 
+def float_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A stored state as the model holds it: fp16 parameters become float32, integer CDF tables stay as stored."""
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
 def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None:
     """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed)."""
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-    model.load_state_dict(state)
+    model.load_state_dict(float_state(state))
 
 
 def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:

@@ -151,7 +151,9 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+        from model_store.registry import float_state
+
+        state = float_state(load_file(str(path)))
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state, strict=False)
