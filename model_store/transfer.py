@@ -5,9 +5,9 @@
 
 Why: the device returns at most 8 files of 16 MiB each, and a training checkpoint (float32 weights + two Adam
 states) is ~4x the size of the weights. ``pack`` keeps what export and fine-tuning need (the model state as fp16,
-the step, the validation loss, the run's config) from each run's ``best.pt``, and splits the result into parts
-under the size cap; ``unpack`` joins the parts, checks their sha256 (a part lost or cut on the way is an error,
-never a silently broken checkpoint) and writes ``<run>/best.pt`` that :func:`model_store.train.export` and
+the step, the validation loss) from each run's ``best.pt``, the run's config in its index, and splits the result
+into parts under the size cap; ``unpack`` joins the parts, checks their sha256 (a part lost or cut on the way is
+an error, never a silently broken checkpoint) and writes ``<run>/best.pt`` that :func:`model_store.train.export` and
 ``--init-from`` accept. The optimiser state is dropped on purpose: a transferred run is exported or fine-tuned,
 not resumed bit for bit.
 """
@@ -20,7 +20,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -32,17 +32,17 @@ class TransferError(RuntimeError):
     """The parts in a folder do not reassemble into what ``pack`` wrote."""
 
 
-def slim_checkpoint(path: Path) -> bytes:
-    """A run's checkpoint reduced to fp16 model state + step, validation result and the run's config, serialised."""
+def slim_checkpoint(path: Path) -> Tuple[bytes, Optional[dict]]:
+    """A run's checkpoint reduced to fp16 model state + step and validation result (serialised), and the config
+    the run was trained with (inside the checkpoint for last.pt, beside it in config.json for best.pt)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
-    config_file = path.parent / "config.json"
-    config = ckpt.get("config") or (json.loads(config_file.read_text()) if config_file.exists() else None)
     slim = {"model": state, "step": ckpt.get("step"), "val": ckpt.get("val"), "best_val": ckpt.get("best_val")}
-    slim["config"] = config
     buffer = io.BytesIO()
     torch.save(slim, buffer)
-    return buffer.getvalue()
+    config_file = path.parent / "config.json"
+    config = ckpt.get("config") or (json.loads(config_file.read_text()) if config_file.exists() else None)
+    return buffer.getvalue(), config
 
 
 def pack(runs_dir: Path, out_dir: Path, max_mib: float = 15.0, checkpoint: str = "best.pt") -> Dict:
@@ -52,13 +52,18 @@ def pack(runs_dir: Path, out_dir: Path, max_mib: float = 15.0, checkpoint: str =
     index: Dict = {"checkpoint": checkpoint, "runs": {}}
     for ckpt_path in sorted(runs_dir.glob(f"*/{checkpoint}")):
         run = ckpt_path.parent.name
-        data = slim_checkpoint(ckpt_path)
+        data, config = slim_checkpoint(ckpt_path)
         parts: List[str] = []
         for i in range(0, len(data), limit):
             name = f"{run}.part{len(parts):02d}"
             (out_dir / name).write_bytes(data[i : i + limit])
             parts.append(name)
-        index["runs"][run] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "parts": parts}
+        index["runs"][run] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "parts": parts,
+            "config": config,  # unpack writes it as config.json: export records it as the recipe
+        }
     (out_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return index
 
@@ -80,9 +85,8 @@ def unpack(in_dir: Path, runs_dir: Path) -> List[Path]:
         target = runs_dir / run / index["checkpoint"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        config = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False).get("config")
-        if config and not (target.parent / "config.json").exists():
-            (target.parent / "config.json").write_text(json.dumps(config, indent=2))  # export records the recipe
+        if info.get("config") and not (target.parent / "config.json").exists():
+            (target.parent / "config.json").write_text(json.dumps(info["config"], indent=2))
         written.append(target)
     return written
 
