@@ -35,12 +35,15 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-WORKER_PORT_OFFSET = 1  # worker i's private port: LIC_METRICS_PORT + 1 + i (loopback only)
+#: how long one scrape waits for a worker; a worker still loading its models has a listening socket whose
+#: connections wait in the backlog, so without a bound a scrape of a starting container would hang
+WORKER_SCRAPE_TIMEOUT_S = 2.0
 
 
 # -- sizing --------------------------------------------------------------------------------------------------------
@@ -142,20 +145,24 @@ def merge_metrics(texts: Mapping[str, str]) -> bytes:
     return generate_latest(registry)
 
 
+def _scrape(port: int) -> Optional[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=WORKER_SCRAPE_TIMEOUT_S) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
 def _metrics_server(port: int, worker_ports: Dict[str, int]) -> http.server.ThreadingHTTPServer:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
-            texts = {}
-            for worker, wport in worker_ports.items():
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{wport}/metrics", timeout=5) as r:
-                        texts[worker] = r.read().decode()
-                except OSError:
-                    continue  # a worker that is starting or gone simply has no samples this scrape
-            body = merge_metrics(texts)
+            with ThreadPoolExecutor(max_workers=max(1, len(worker_ports))) as pool:
+                scraped = dict(zip(worker_ports, pool.map(_scrape, worker_ports.values())))
+            # a worker that is starting or gone simply has no samples this scrape
+            body = merge_metrics({worker: text for worker, text in scraped.items() if text is not None})
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -175,8 +182,12 @@ def _log(message: str) -> None:
     print(f"entrypoint: {message}", file=sys.stderr, flush=True)
 
 
-def _run_worker(fd: int, private_port: int) -> int:
-    """A worker: the service app on the inherited shared socket and on a private loopback port (for metrics)."""
+def _run_worker(fd: int, private_fd: int) -> int:
+    """A worker: the service app on the inherited shared socket and on its private loopback socket (for metrics).
+
+    Both sockets are bound by the supervisor and inherited: a port chosen here, after the seconds it takes to import
+    torch, could have been taken meanwhile (an outgoing connection gets any free ephemeral port).
+    """
     import logging
 
     from service.server import serve
@@ -185,7 +196,7 @@ def _run_worker(fd: int, private_port: int) -> int:
     logging.basicConfig(level=os.environ.get("LIC_LOG_LEVEL", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shared = socket.socket(fileno=fd)
-    private = socket.create_server(("127.0.0.1", private_port))
+    private = socket.socket(fileno=private_fd)
     serve(load_settings(), sockets=[shared, private])
     return 0
 
@@ -197,7 +208,6 @@ def _supervise(plan: Plan, env: Dict[str, str]) -> int:
     listener = socket.create_server((host, port), backlog=2048)
     listener.set_inheritable(True)
     children: List[subprocess.Popen] = []
-    worker_ports = {}
     stopping = {"signal": None}
 
     def forward(signum, frame):
@@ -208,15 +218,19 @@ def _supervise(plan: Plan, env: Dict[str, str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for i, device in enumerate(plan.devices):
-        private = metrics_port + WORKER_PORT_OFFSET + i
-        worker_ports[str(i)] = private
+    # every port is bound before any worker starts: the kernel picks each worker's private (metrics) port and we
+    # hold it from now on, so nothing can take it during the seconds a worker spends importing torch
+    privates = [socket.create_server(("127.0.0.1", 0)) for _ in plan.devices]
+    worker_ports = {str(i): private.getsockname()[1] for i, private in enumerate(privates)}
+    metrics = _metrics_server(metrics_port, worker_ports)
+    for device, private in zip(plan.devices, privates):
         worker_env = {**env, **plan.env, "LIC_DEVICE": device}
         cmd = [sys.executable, os.path.abspath(__file__), "--worker-fd", str(listener.fileno()),
-               "--private-port", str(private)]
+               "--private-fd", str(private.fileno())]
         # own session: a terminal's Ctrl-C reaches the workers once (forwarded), not twice (which skips the drain)
-        children.append(subprocess.Popen(cmd, env=worker_env, pass_fds=(listener.fileno(),), start_new_session=True))
-    metrics = _metrics_server(metrics_port, worker_ports)
+        children.append(subprocess.Popen(cmd, env=worker_env, pass_fds=(listener.fileno(), private.fileno()),
+                                         start_new_session=True))
+        private.close()  # the worker has its own copy
     _log(f"{plan.describe()}; service on {host}:{port}, merged metrics on :{metrics_port}/metrics")
     try:
         while True:
@@ -240,8 +254,7 @@ def _supervise(plan: Plan, env: Dict[str, str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker-fd"]:
-        fd, private = int(argv[1]), int(argv[3])
-        return _run_worker(fd, private)
+        return _run_worker(int(argv[1]), int(argv[3]))
     env = dict(os.environ)
     device = env.get("LIC_DEVICE", "auto")
     gpus = count_gpus() if device in ("auto", "cuda") else 0

@@ -11,6 +11,7 @@ server's own memory figures (a server thread inside the caller's process shows n
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,8 +25,38 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: where free_port looks: above the well-known and registered-service crowd, below the ephemeral range
+_PORT_FLOOR = 15000
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port that is free on 127.0.0.1 now and that no *outgoing* connection will take before a server binds it.
+
+    The usual trick (bind port 0, close, hand the number on) returns a port from the kernel's ephemeral range, the
+    same pool every outgoing connection draws from: a server child that binds seconds later (after importing
+    torch) can find it taken. Picking outside that range leaves only other explicit binders as competition.
+    """
+    ephemeral = _ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(_PORT_FLOOR, 65536)
+        if port in ephemeral:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a machine whose ephemeral range covers everything: nothing better to do
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import MODEL, png  # noqa: E402
 
 from deploy.testing import write_preset_hook  # noqa: E402
+from service.process import free_port  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
@@ -332,33 +332,9 @@ def test_merge_metrics_labels_each_worker():
 
 
 # -- entry point: a real multi-worker server ---------------------------------------------------------------------
-def _free_ports(n: int) -> int:
-    """A base port with ``n`` consecutive free ports on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        try:
-            held = []
-            for port in range(base, base + n):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError("no free port range")
-
-
 @pytest.mark.slow
 def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_root, tmp_path):
-    port = _free_ports(1)
-    metrics_port = _free_ports(3)  # merged metrics + one private port per worker
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(write_preset_hook(tmp_path / "hook")),
@@ -379,17 +355,19 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
-        ready_workers = set()
         with httpx.Client(timeout=10) as http:
-            while len(ready_workers) < 2:  # both workers warm (each has its private port)
+            while True:  # both workers warm, as the merged metrics (scraped over their private sockets) say
                 assert proc.poll() is None, proc.stderr.read()
                 assert time.monotonic() < deadline, "workers did not become ready"
-                for i in range(2):
-                    try:
-                        if http.get(f"http://127.0.0.1:{metrics_port + 1 + i}/health/ready").status_code == 200:
-                            ready_workers.add(i)
-                    except httpx.TransportError:
-                        pass
+                try:
+                    merged = http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                except httpx.TransportError:
+                    merged = None
+                if merged is not None and merged.status_code == 200:
+                    families = {f.name: f for f in text_string_to_metric_families(merged.text)}
+                    ready = families.get("lic_instances_ready")
+                    if ready and {s.labels["worker"]: s.value for s in ready.samples} == {"0": 1.0, "1": 1.0}:
+                        break
                 time.sleep(0.2)
             sent = 12
             for i in range(sent):  # new connections: the kernel spreads them over both workers

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from deploy import promql  # noqa: E402
 from deploy.testing import write_preset_hook  # noqa: E402
 from service.errors import ERROR_CODES  # noqa: E402
 from service.metrics import STAGES, ServiceMetrics  # noqa: E402
+from service.process import free_port  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 
@@ -44,12 +44,6 @@ PROMETHEUS_DIR = ROOT / "docker" / "prometheus"
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "endpoint", "container", "worker"}
 #: labels whose values depend on the deployment, not on the service's vocabulary
 FREE_LABELS = {"job", "instance", "namespace", "pod", "device", "model", "quality", "le"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tool(name: str) -> str:
@@ -62,7 +56,7 @@ def _tool(name: str) -> str:
 # -- a real service and its traffic ----------------------------------------------------------------------------------
 class Service:
     def __init__(self, weights_root: Path, hook_dir: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("LIC_")},
@@ -336,7 +330,7 @@ def test_dashboard_is_well_formed_for_grafana():
 # -- a real Prometheus server ------------------------------------------------------------------------------------
 class Prometheus:
     def __init__(self, exe: str, target: str, workdir: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

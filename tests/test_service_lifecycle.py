@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -159,3 +160,17 @@ def test_sigterm_under_load_finishes_every_accepted_request_then_exits_cleanly(w
         assert [in_flight[i].status_code for i in range(24)] == [200] * 24
         assert len({in_flight[i].content for i in range(24)}) == 1  # the same image: the same stream
         assert server.proc.wait(30) == 0
+
+
+# -- ports for child servers -----------------------------------------------------------------------------------------
+def test_free_port_for_a_child_server_is_outside_the_range_outgoing_connections_draw_from():
+    """A child server binds its port seconds later (after importing torch); an ephemeral port could be gone by then
+    (CI once lost a multi-worker test to exactly that), a port outside the range can only be taken by a binder."""
+    from service.process import _ephemeral_ports, free_port
+
+    ephemeral = _ephemeral_ports()
+    ports = {free_port() for _ in range(20)}
+    assert not ports & set(ephemeral)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
