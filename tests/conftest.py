@@ -53,8 +53,7 @@ class TinyHyperprior(LearnedImageCodec):
         second = coder.code(scales, means, None if y is None else y[:, half:])
         return torch.cat([first, second], dim=1)
 
-    def forward(self, x):
-        y = self.g_a(x)
+    def rate_forward(self, y):
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_bottleneck(z)
         hyper = self.h_s(z_hat)
@@ -63,8 +62,7 @@ class TinyHyperprior(LearnedImageCodec):
         y1, l1 = self.gaussian_conditional(y[:, :half], s1, m1)
         s2, m2 = self._params(hyper, y1)
         y2, l2 = self.gaussian_conditional(y[:, half:], s2, m2)
-        x_hat = self.g_s(torch.cat([y1, y2], 1))
-        return {"x_hat": x_hat, "likelihoods": likelihoods_dict(torch.cat([l1, l2], 1), z_lik)}
+        return torch.cat([y1, y2], 1), likelihoods_dict(torch.cat([l1, l2], 1), z_lik)
 
 
 def make_tiny_codec(seed: int = 0) -> ImageCodec:

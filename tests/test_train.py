@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import pytest
+import torch
 from conftest import natural_image
 from PIL import Image
 
 from model_store import registry
 from model_store.codec import load_codec
-from model_store.train import TrainConfig, export, lr_at, train
+from model_store.train import TrainConfig, amp_supported, export, lr_at, train
 
 
 @pytest.fixture()
@@ -128,3 +131,12 @@ def test_a_time_boxed_run_stops_validated_checkpointed_and_decayed(image_dirs, t
     timed = TrainConfig(lr=1e-3, warmup_steps=0, steps=100, decay_at=0.8, decay_factor=0.1, max_minutes=10)
     assert lr_at(5, timed, elapsed_s=60) == pytest.approx(1e-3)  # 10 % of the time, 5 % of the steps
     assert lr_at(5, timed, elapsed_s=8.5 * 60) == pytest.approx(1e-4)  # 85 % of the time: decayed
+
+
+@pytest.mark.skipif(not amp_supported(torch.device("cpu")), reason="this CPU has no native bf16")
+def test_mixed_precision_trains_on_a_cpu_with_native_bf16(image_dirs, tmp_path):
+    out = tmp_path / "amp"
+    train(dataclasses.replace(tiny_config(image_dirs, out, steps=2), amp=True))
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["bpp"] > 0 for r in records)

@@ -15,7 +15,11 @@ A learned codec here is four transforms plus one entropy-coding loop (CompressAI
   (:mod:`model_store.entropy.coding`), on the CPU in float64, one image at a time, which makes the coder inputs
   identical on both sides whatever the batch size, thread count or device of the transforms.
 
-``forward`` is the training pass: additive-noise proxies and likelihoods for the rate term.
+``forward`` is the training pass: ``g_a``, then the architecture's :meth:`~LearnedImageCodec.rate_forward`
+(additive-noise proxies or straight-through rounding, and the likelihoods of the rate term), then ``g_s``. Under
+mixed precision (``torch.autocast``, bf16) only the two heavy transforms run in low precision: the rate path always
+runs in float32, because a bf16 latent has a step of 0.125-0.25 at the magnitudes y takes, coarser than the
+uniform noise the rate proxy adds, and bf16 scales would bend the likelihoods the model learns to minimise.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class LearnedImageCodec(CompressionModel):
     """Base class of every architecture (see the module docstring for the data flow).
 
     Subclasses set ``g_a``, ``g_s``, ``h_a``, ``entropy_bottleneck`` and ``gaussian_conditional`` and implement
-    :meth:`code_latent`, :meth:`forward`, and the class attributes below.
+    :meth:`code_latent`, :meth:`rate_forward`, and the class attributes below.
     """
 
     #: Spatial size multiple the input must be padded to (latent stride x the coarsest window/patch demand).
@@ -81,6 +85,20 @@ class LearnedImageCodec(CompressionModel):
 
     def hyper_analysis(self, y: Tensor) -> Tensor:
         return self.h_a(y)
+
+    # -- training pass --------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Dict[str, object]:
+        """``{"x_hat", "likelihoods": {"y", "z"}}``: the transforms in the caller's precision, the rate path in
+        at least float32 whatever autocast says (see the module docstring)."""
+        y = self.analysis(x)
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            y_hat, likelihoods = self.rate_forward(y.to(torch.promote_types(y.dtype, torch.float32)))
+        return {"x_hat": self.synthesis(y_hat), "likelihoods": likelihoods}
+
+    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """From the latent on: ``(y_hat, {"y": y_likelihoods, "z": z_likelihoods})``, noise proxies or
+        straight-through rounding in training mode as the architecture's reference does."""
+        raise NotImplementedError
 
     # -- the architecture's entropy schedule ---------------------------------------------------------------------
     def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:

@@ -298,8 +298,7 @@ class ERSTC(CausalContextCoding, LearnedImageCodec):
         scales, means = params.chunk(2, 1)
         return scales, means
 
-    def forward(self, x: Tensor) -> Dict[str, object]:
-        y = self.g_a(x)
+    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         hyper = self.h_s(z_hat)
@@ -307,8 +306,7 @@ class ERSTC(CausalContextCoding, LearnedImageCodec):
         y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         scales, means = self._gaussian_params(hyper, y_hat)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        x_hat = self.g_s(y_hat)
-        return {"x_hat": x_hat, "likelihoods": likelihoods_dict(y_likelihoods, z_likelihoods)}
+        return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
 
 # -- presets ----------------------------------------------------------------------------------------------------------

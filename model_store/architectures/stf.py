@@ -289,8 +289,8 @@ class ChannelConditionalCodec(LearnedImageCodec):
         return 0.5 * torch.tanh(self.lrp_transforms[i](torch.cat([mean_support, y_hat_slice], dim=1)))
 
     # -- training -----------------------------------------------------------------------------------------------------
-    def entropy_forward(self, y: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Training/eval pass of the entropy model: ``(y_hat, y_likelihoods, z_likelihoods)``.
+    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Training/eval pass of the entropy model: ``(y_hat, {"y": y_likelihoods, "z": z_likelihoods})``.
 
         Straight-through rounding of z around the bottleneck medians and of each slice around its mean (as in the
         reference); in eval mode ``y_hat`` is what :meth:`code_latent` decodes, up to float32 vs float64.
@@ -308,13 +308,7 @@ class ChannelConditionalCodec(LearnedImageCodec):
             likelihoods.append(slice_likelihoods)
             y_hat_slice = quantize_ste(y_slice - mu) + mu
             decoded.append(y_hat_slice + self._residual_prediction(i, mean_support, y_hat_slice))
-        return torch.cat(decoded, dim=1), torch.cat(likelihoods, dim=1), z_likelihoods
-
-    def forward(self, x: Tensor) -> Dict[str, object]:
-        """``{"x_hat", "likelihoods": {"y", "z"}}``; STE-rounded latents, noisy likelihoods in training mode."""
-        y = self.g_a(x)
-        y_hat, y_likelihoods, z_likelihoods = self.entropy_forward(y)
-        return {"x_hat": self.g_s(y_hat), "likelihoods": likelihoods_dict(y_likelihoods, z_likelihoods)}
+        return torch.cat(decoded, dim=1), likelihoods_dict(torch.cat(likelihoods, dim=1), z_likelihoods)
 
     # -- real coding --------------------------------------------------------------------------------------------------
     def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:

@@ -226,17 +226,15 @@ class TIC(CausalContextCoding, LearnedImageCodec):
         scales, means = params.chunk(2, dim=1)
         return scales, means
 
-    def forward(self, x: Tensor) -> Dict[str, object]:
-        """Training pass: noise proxy in training mode, plain rounding in eval (see the module docstring)."""
-        y = self.g_a(x)
+    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Noise proxy in training mode, plain rounding in eval (see the module docstring)."""
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         hyper = self.h_s(z_hat)
         y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         scales, means = self.entropy_params_map(hyper, y_hat)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        x_hat = self.g_s(y_hat)
-        return {"x_hat": x_hat, "likelihoods": likelihoods_dict(y_likelihoods, z_likelihoods)}
+        return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
 
 # -- presets -----------------------------------------------------------------------------------------------------------

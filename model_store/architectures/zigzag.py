@@ -423,13 +423,10 @@ class ZigzagCodec(LearnedImageCodec):
             "scales": self.layout.merge(scales_out),
         }
 
-    def forward(self, x: Tensor) -> Dict[str, object]:
-        """Training pass (see :meth:`latent_forward`); likelihoods have the shapes of y and z."""
-        out = self.latent_forward(self.g_a(x))
-        return {
-            "x_hat": self.g_s(out["y_hat"]),
-            "likelihoods": likelihoods_dict(out["y_likelihoods"], out["z_likelihoods"]),
-        }
+    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """See :meth:`latent_forward`; likelihoods have the shapes of y and z."""
+        out = self.latent_forward(y)
+        return out["y_hat"], likelihoods_dict(out["y_likelihoods"], out["z_likelihoods"])
 
 
 # -- presets ------------------------------------------------------------------------------------------------------
