@@ -182,6 +182,20 @@ def _log(message: str) -> None:
     print(f"entrypoint: {message}", file=sys.stderr, flush=True)
 
 
+def _exit_with_the_supervisor() -> None:
+    """Ask Linux for SIGTERM (a drain) when the supervisor dies, even by SIGKILL: an orphaned worker would keep the
+    service port and a GPU busy with nobody to stop it (outside a container, where no PID namespace reaps it)."""
+    supervisor = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers then outlive a killed supervisor
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        sys.exit(1)
+
+
 def _run_worker(fd: int, private_fd: int) -> int:
     """A worker: the service app on the inherited shared socket and on its private loopback socket (for metrics).
 
@@ -193,6 +207,7 @@ def _run_worker(fd: int, private_fd: int) -> int:
     from service.server import serve
     from service.settings import load_settings
 
+    _exit_with_the_supervisor()
     logging.basicConfig(level=os.environ.get("LIC_LOG_LEVEL", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shared = socket.socket(fileno=fd)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import httpx
 
@@ -44,21 +44,26 @@ def free_port() -> int:
     same pool every outgoing connection draws from: a server child that binds seconds later (after importing
     torch) can find it taken. Picking outside that range leaves only other explicit binders as competition.
     """
-    ephemeral = _ephemeral_ports()
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(_PORT_FLOOR, 65536)
-        if port in ephemeral:
-            continue
+    for port in _ports_outside_the_ephemeral_range():
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    with socket.socket() as s:  # a machine whose ephemeral range covers everything: nothing better to do
+    with socket.socket() as s:  # the ephemeral range covers every port: nothing better to offer
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ports_outside_the_ephemeral_range(tries: int = 200) -> List[int]:
+    """Random candidates below the ephemeral range (above the crowd of well-known services when there is room)
+    or above it; empty when the range covers everything."""
+    ephemeral = _ephemeral_ports()
+    floor = _PORT_FLOOR if ephemeral.start > _PORT_FLOOR + 1000 else 1024
+    pools = [pool for pool in (range(floor, ephemeral.start), range(ephemeral.stop, 65536)) if len(pool)]
+    rng = random.SystemRandom()
+    return [rng.choice(rng.choice(pools)) for _ in range(tries)] if pools else []
 
 
 class ServiceProcess:

@@ -15,6 +15,14 @@ from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, 
 from model_store.codec import ImageCodec, ModelIdentity
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Code under test may set torch's thread count (training does, with --threads): no test leaks it to the next."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 class TinyHyperprior(LearnedImageCodec):
     """Mean-scale hyperprior (Minnen et al. 2018 without context), two latent slices coded in sequence."""
 

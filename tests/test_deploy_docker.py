@@ -332,10 +332,11 @@ def test_merge_metrics_labels_each_worker():
 
 
 # -- entry point: a real multi-worker server ---------------------------------------------------------------------
-@pytest.mark.slow
-def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_root, tmp_path):
-    port, metrics_port = free_port(), free_port()
-    env = {
+def _two_worker_env(weights_root: Path, tmp_path: Path) -> Dict[str, str]:
+    port = metrics_port = free_port()
+    while metrics_port == port:
+        metrics_port = free_port()
+    return {
         **os.environ,
         "PYTHONPATH": str(write_preset_hook(tmp_path / "hook")),
         "LIC_WORKERS": "2",
@@ -349,26 +350,36 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
         "LIC_DRAIN_TIMEOUT_S": "5",
         "LIC_LOG_LEVEL": "warning",
     }
+
+
+def _wait_for_both_workers(proc: subprocess.Popen, http: httpx.Client, metrics_port: int) -> None:
+    """Both workers warm, as the merged metrics (scraped over their private sockets) say."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "workers did not become ready"
+        try:
+            merged = http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        except httpx.TransportError:
+            merged = None
+        if merged is not None and merged.status_code == 200:
+            ready = {f.name: f for f in text_string_to_metric_families(merged.text)}.get("lic_instances_ready")
+            if ready and {s.labels["worker"]: s.value for s in ready.samples} == {"0": 1.0, "1": 1.0}:
+                return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_root, tmp_path):
+    env = _two_worker_env(weights_root, tmp_path)
+    port, metrics_port = int(env["LIC_PORT"]), int(env["LIC_METRICS_PORT"])
     proc = subprocess.Popen(
         [sys.executable, str(DOCKER / "entrypoint.py")], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
         with httpx.Client(timeout=10) as http:
-            while True:  # both workers warm, as the merged metrics (scraped over their private sockets) say
-                assert proc.poll() is None, proc.stderr.read()
-                assert time.monotonic() < deadline, "workers did not become ready"
-                try:
-                    merged = http.get(f"http://127.0.0.1:{metrics_port}/metrics")
-                except httpx.TransportError:
-                    merged = None
-                if merged is not None and merged.status_code == 200:
-                    families = {f.name: f for f in text_string_to_metric_families(merged.text)}
-                    ready = families.get("lic_instances_ready")
-                    if ready and {s.labels["worker"]: s.value for s in ready.samples} == {"0": 1.0, "1": 1.0}:
-                        break
-                time.sleep(0.2)
+            _wait_for_both_workers(proc, http, metrics_port)
             sent = 12
             for i in range(sent):  # new connections: the kernel spreads them over both workers
                 with httpx.Client(timeout=30) as one:
@@ -401,9 +412,13 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: drain, and kill only if that hangs (workers follow it)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         proc.stderr.close()
     dead = subprocess.run(
         [sys.executable, str(DOCKER / "healthcheck.py"), "1"],
@@ -413,6 +428,45 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(weights_r
         timeout=30,
     )
     assert dead.returncode == 1 and "unhealthy" in dead.stderr
+
+
+@pytest.mark.slow
+def test_workers_do_not_outlive_a_killed_supervisor(weights_root, tmp_path):
+    """SIGKILL (the OOM killer) gives the supervisor no chance to forward anything: the kernel must stop the
+    workers, or they keep the service port with nobody left to stop them."""
+    env = _two_worker_env(weights_root, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(DOCKER / "entrypoint.py")], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    workers: List[int] = []
+    try:
+        with httpx.Client(timeout=10) as http:
+            _wait_for_both_workers(proc, http, int(env["LIC_METRICS_PORT"]))
+        workers += [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while alive := [pid for pid in workers if _running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived their supervisor"
+            time.sleep(0.1)
+    finally:  # never leave a worker behind, whatever failed
+        if not workers and proc.poll() is None:
+            workers += [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        for pid in filter(_running, workers):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reaped-later zombie holds no port)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 # -- compose -----------------------------------------------------------------------------------------------------

@@ -108,15 +108,21 @@ def test_a_request_past_its_deadline_gets_504(weights_root):
 
 def test_a_client_that_goes_away_is_dropped_before_its_network_pass(weights_root):
     body = png(16, 16)
-    with running(weights_root, max_batch_delay_ms=300) as server:
+    # the lone request waits up to 3 s for companions; the client hangs up while it waits
+    with running(weights_root, max_batch_delay_ms=3000) as server:
         request = (
             f"POST /compress?quality=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
+        deadline = time.monotonic() + 10
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(request)
-            time.sleep(0.1)  # the request is queued, waiting for companions
-        time.sleep(0.6)
-        metrics = httpx.get(server.url + "/metrics").text
+            while sample_value(httpx.get(server.url + "/metrics").text, "lic_queue_depth") < 1:
+                assert time.monotonic() < deadline, "the request was never queued"
+                time.sleep(0.01)
+        dropped = dict(name="lic_rejections_total", reason="client_disconnected")
+        while sample_value(metrics := httpx.get(server.url + "/metrics").text, **dropped) < 1:
+            assert time.monotonic() < deadline, "the abandoned request was never dropped"
+            time.sleep(0.01)
     assert sample_value(metrics, "lic_rejections_total", reason="client_disconnected") == 1
     assert sample_value(metrics, "lic_batch_size_count", op="compress") == 0

