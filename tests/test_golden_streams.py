@@ -4,6 +4,7 @@ format version and every shipped weights version keeps decoding, to the same lat
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from model_store import container, registry
 from model_store.codec import codec_for_stream
 from model_store.image_io import open_image
 
-GOLDEN = Path(__file__).resolve().parent / "assets" / "golden"
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "assets" / "golden"
 CASES = json.loads((GOLDEN / "golden.json").read_text())
 
 
@@ -36,3 +38,16 @@ def test_a_stream_from_an_earlier_release_decodes_to_the_same_latent_and_pixels(
 def test_every_golden_stream_names_installed_weights():
     for case in CASES:
         assert registry.find_by_digest(bytes.fromhex(case["weights_sha256"])) is not None, case["stream"]
+
+
+def test_the_golden_stream_script_reproduces_the_newest_committed_entry():
+    """scripts/golden_stream.py is how a release freezes its streams: run today on the same weights it must give
+    the committed stream byte for byte (else the entries could not be trusted to come from it)."""
+    spec = importlib.util.spec_from_file_location("golden_stream", ROOT / "scripts" / "golden_stream.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    newest = CASES[-1]
+    entry = registry.find_by_digest(bytes.fromhex(newest["weights_sha256"]))
+    case, stream, _ = script.make_case(entry)
+    assert case == newest
+    assert stream == (GOLDEN / newest["stream"]).read_bytes()
