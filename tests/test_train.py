@@ -12,8 +12,9 @@ from conftest import natural_image
 from PIL import Image
 
 from model_store import registry
+from model_store.architectures.registry import create_model, get_preset
 from model_store.codec import load_codec
-from model_store.train import TrainConfig, amp_supported, export, lr_at, train
+from model_store.train import TrainConfig, amp_supported, build_data, export, lr_at, train, validate
 
 
 @pytest.fixture()
@@ -57,7 +58,7 @@ def test_training_resumes_from_its_last_checkpoint(image_dirs, tmp_path):
     train(tiny_config(image_dirs, out, steps=2))
     train(tiny_config(image_dirs, out, steps=3))
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]  # the second call continued at step 3 instead of starting over
+    assert steps == [0, 1, 2, 3]  # the starting point's score, then the second call continued at step 3
     assert (out / "best.pt").exists()
 
 
@@ -124,8 +125,8 @@ def test_a_time_boxed_run_stops_validated_checkpointed_and_decayed(image_dirs, t
 
     cfg = dataclasses.replace(tiny_config(image_dirs, tmp_path / "run", steps=1000), max_minutes=1e-6, eval_every=500)
     train(cfg)
-    (record,) = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert record["step"] == 1 and "val" in record  # stopped after one step, validated anyway
+    start, record = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert start["step"] == 0 and record["step"] == 1 and "val" in record  # stopped after one step, validated anyway
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
 
     timed = TrainConfig(lr=1e-3, warmup_steps=0, steps=100, decay_at=0.8, decay_factor=0.1, max_minutes=10)
@@ -137,6 +138,38 @@ def test_a_time_boxed_run_stops_validated_checkpointed_and_decayed(image_dirs, t
 def test_mixed_precision_trains_on_a_cpu_with_native_bf16(image_dirs, tmp_path):
     out = tmp_path / "amp"
     train(dataclasses.replace(tiny_config(image_dirs, out, steps=2), amp=True))
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
     assert [r["step"] for r in records] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["bpp"] > 0 for r in records)
+
+
+def test_a_run_that_never_beats_its_starting_point_keeps_it_as_best(image_dirs, tmp_path):
+    """Fine-tuning a shipped release can make it worse (too high an lr undoes a converged run): best.pt must then
+    be the starting weights, never the least bad of the worse ones."""
+    out = tmp_path / "wrecked"
+    train(dataclasses.replace(tiny_config(image_dirs, out, steps=3), lr=5.0, warmup_steps=0, eval_every=1))
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == 0 and all(not r["val"]["loss"] < records[0]["val"]["loss"] for r in records[1:])
+    assert torch.load(out / "best.pt", weights_only=False)["step"] == 0
+
+
+def test_weight_averaging_is_what_gets_validated_saved_and_resumed(image_dirs, tmp_path):
+    out = tmp_path / "ema"
+    cfg = dataclasses.replace(tiny_config(image_dirs, out, steps=2), ema=0.5, eval_every=1)
+    train(cfg)
+    train(dataclasses.replace(cfg, steps=3))
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["ema"]["updates"] == 3  # the average survived the restart
+    averaged, raw = last["ema"]["model"], last["model"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    # the score logged at step 3 is the averaged weights' (and best.pt is chosen on it), not the raw weights'
+    model = create_model("stf", "tiny", 2)
+    _, val_images = build_data(cfg)
+    lmbda = get_preset("stf", "tiny").lambdas[2]
+    scores = {}
+    for name, state in (("averaged", averaged), ("raw", raw)):
+        model.load_state_dict(state)
+        scores[name] = validate(model, val_images, lmbda, torch.device("cpu"))["loss"]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][-1]
+    assert logged["step"] == 3 and logged["val"]["loss"] == pytest.approx(scores["averaged"], rel=1e-6)
+    assert scores["averaged"] != pytest.approx(scores["raw"], rel=1e-6)
