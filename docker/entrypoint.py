@@ -17,8 +17,11 @@ With one worker the entry point *replaces itself* with ``python -m service`` (th
 SIGTERM itself: it stops admitting work, drains for ``LIC_DRAIN_TIMEOUT_S`` and exits). With several, it binds the
 service port once, starts one worker process per GPU that all accept on that socket, forwards SIGTERM/SIGINT to
 them and exits when they have drained; if a worker dies on its own, the others are stopped and the container exits
-non-zero so the orchestrator restarts it. Each worker's metrics are private (a counter per process), so the
-supervisor serves them merged, with a ``worker`` label, on ``LIC_METRICS_PORT`` (default 9100): scrape that port,
+non-zero so the orchestrator restarts it; if the supervisor itself is killed outright (SIGKILL, the OOM killer),
+the kernel sends each worker SIGTERM (``PR_SET_PDEATHSIG``) instead of leaving it orphaned with the port open. The
+service socket and each worker's private metrics socket are bound by the supervisor before any worker starts and
+inherited, so no port is chosen late and lost to a race. Each worker's metrics are private (a counter per
+process), so the supervisor serves them merged, with a ``worker`` label, on ``LIC_METRICS_PORT`` (default 9100): scrape that port,
 not the service port, when ``LIC_WORKERS`` > 1 (``docker/docker-compose.gpu.yml`` does).
 """
 
