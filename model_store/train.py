@@ -13,6 +13,7 @@ clipping, random multi-scale crops. Re-running the same command resumes from ``<
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -144,10 +145,8 @@ class WeightAverage:
     The decay ramps up as ``(1 + t) / (10 + t)`` so early steps, far from any minimum, are not averaged in for long.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
-        import copy
-
-        self.decay, self.updates = decay, updates
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
