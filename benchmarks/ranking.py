@@ -89,19 +89,29 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--out", default=str(RESULTS / "ranking"))
+    p.add_argument(
+        "--costs-from",
+        help="an earlier ranking.json: keep its measured costs (they change with code, not with weights) and only "
+        "refresh the RD columns from --eval, e.g. for a new weights release",
+    )
     args = p.parse_args()
 
     from benchmarks.codec import run_child
     from model_store.architectures.registry import presets
 
     report = json.loads(Path(args.eval).read_text())
+    earlier = json.loads(Path(args.costs_from).read_text()) if args.costs_from else None
+    measured = {row["model"]: row for row in earlier["ranking"]} if earlier else {}
     rows = []
     for preset in presets():
         if preset.name != args.preset:
             continue
         quality = preset.qualities[len(preset.qualities) // 2]
-        cost = run_child(preset.key, quality, args.repeats, args.threads, args.timeout)
-        row = {"model": preset.key, "arch": preset.arch, "params": cost.pop("params", None), "cost": cost}
+        if preset.key in measured:
+            row = {k: measured[preset.key][k] for k in ("model", "arch", "params", "cost")}
+        else:
+            cost = run_child(preset.key, quality, args.repeats, args.threads, args.timeout)
+            row = {"model": preset.key, "arch": preset.arch, "params": cost.pop("params", None), "cost": cost}
         if row["params"] is None:
             from model_store.architectures.base import count_parameters
 
@@ -111,6 +121,8 @@ def main() -> None:
         print(preset.key, json.dumps(row), flush=True)
     rows.sort(key=rank_key)
     doc = {"eval_report": args.eval, "threads": args.threads, "preset": args.preset, "machine": machine()}
+    if earlier:  # the costs were measured then, on that machine
+        doc.update(threads=earlier["threads"], machine=earlier["machine"], costs_from=args.costs_from)
     doc["ranking"] = rows
     table = markdown(rows, args.eval, args.threads)
     write_results(Path(args.out), doc, table)

@@ -72,3 +72,18 @@ def test_the_committed_ranking_matches_the_committed_eval_report():
     report = json.loads((ROOT / doc["eval_report"]).read_text())
     for row in doc["ranking"]:
         assert row["rd"] == ranking.rd_summary(report, row["model"])
+
+
+def test_a_new_weights_release_refreshes_the_rd_columns_and_keeps_the_measured_costs(tmp_path, monkeypatch):
+    committed = ROOT / "benchmarks" / "results" / "ranking.json"
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps(REPORT))
+    argv = ["ranking.py", "--eval", str(report), "--costs-from", str(committed), "--out", str(tmp_path / "r")]
+    monkeypatch.setattr(sys, "argv", argv)
+    ranking.main()  # measures nothing: every small preset has a cost in the committed file
+    doc = json.loads((tmp_path / "r.json").read_text())
+    before = {row["model"]: row for row in json.loads(committed.read_text())["ranking"]}
+    for row in doc["ranking"]:
+        assert row["cost"] == before[row["model"]]["cost"] and row["params"] == before[row["model"]]["params"]
+        assert row["rd"] == ranking.rd_summary(REPORT, row["model"])
+    assert doc["ranking"][0]["rd"]["bd_rate"]["jpeg"] == -13.4
