@@ -25,8 +25,9 @@ pytest_plugins = ("service_fixtures",)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def post_image(url: str, **kwargs) -> httpx.Response:
-    return httpx.post(
+def post_image(url: str, http=httpx, **kwargs) -> httpx.Response:
+    """A small compress request, through ``http`` (the httpx module, or a shared ``httpx.Client``)."""
+    return http.post(
         url + "/compress", params={"quality": 1}, content=png(16, 16), headers={"Content-Type": "image/png"}, **kwargs
     )
 
@@ -143,10 +144,7 @@ def test_sigterm_under_load_finishes_every_accepted_request_then_exits_cleanly(w
         in_flight: dict = {}
 
         def send(i: int) -> None:
-            in_flight[i] = client.post(
-                server.url + "/compress", params={"quality": 1}, content=png(16, 16),
-                headers={"Content-Type": "image/png"},
-            )
+            in_flight[i] = post_image(server.url, http=client)
 
         workers = [threading.Thread(target=send, args=(i,)) for i in range(24)]
         for w in workers:
