@@ -2,7 +2,7 @@
 
     python -m model_store list [--json]          architectures, presets, qualities, which have shipped weights
     python -m model_store params [--json]        parameter count of every architecture x preset
-    python -m model_store compress IN.png OUT.bin [--model NAME] [--quality Q]
+    python -m model_store compress IN.png OUT.bin [--model NAME] [--quality Q] [--effort E]
     python -m model_store decompress IN.bin OUT.png   (model, quality and size are read from the container)
 """
 
@@ -71,13 +71,13 @@ def _compress(args) -> int:
     image = open_image(Path(args.input))
     codec = load_codec(args.model, args.quality)
     t0 = time.perf_counter()
-    data = codec.compress(image)
+    data = codec.compress(image, effort=args.effort)
     elapsed = time.perf_counter() - t0
     Path(args.output).write_bytes(data)
     h, w = image.shape[:2]
     print(
         f"{args.input}: {w}x{h} -> {len(data)} bytes, {bits_per_pixel(data, h, w):.4f} bpp "
-        f"({codec.identity.model_id} q{codec.identity.quality}, {elapsed:.2f} s)"
+        f"({codec.identity.model_id} q{codec.identity.quality}, effort {args.effort}, {elapsed:.2f} s)"
     )
     return 0
 
@@ -108,11 +108,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("params", help="parameter count of every architecture x preset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_params)
+    from model_store.refine import EFFORTS
+
     p = sub.add_parser("compress", help="image file -> bitstream")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--model", default=None, help="model id (default: the default model)")
     p.add_argument("--quality", type=int, default=3)
+    p.add_argument(
+        "--effort",
+        type=int,
+        choices=sorted(EFFORTS),
+        default=0,
+        help="encoder effort: >0 searches for a better latent (smaller/better stream, same decoder, slower)",
+    )
     p.set_defaults(func=_compress)
     p = sub.add_parser("decompress", help="bitstream -> image file (PNG, or by extension WebP/JPEG)")
     p.add_argument("input")

@@ -29,6 +29,7 @@ from model_store.architectures.base import LatentPayload, LearnedImageCodec
 from model_store.entropy.coding import CANONICAL_DTYPE
 from model_store.errors import BitstreamError, ImageInputError, UnknownModelError, WeightsMismatchError
 from model_store.image_io import ImageLimits, check_dimensions
+from model_store.refine import RefineConfig, effort_config, refine_latent
 
 
 def pad_amounts(height: int, width: int, multiple: int) -> Tuple[int, int]:
@@ -85,8 +86,11 @@ class ImageCodec:
         device: str = "cpu",
         limits: ImageLimits = ImageLimits(),
         batch_invariant: bool = True,
+        lmbda: Optional[float] = None,
     ):
         self.identity = identity
+        #: the λ the weights were trained for: what encoder-side refinement (``effort``) optimises
+        self.lmbda = lmbda
         self.batch_invariant = batch_invariant
         self.device = torch.device(device)
         self.limits = limits
@@ -108,6 +112,7 @@ class ImageCodec:
         from model_store import registry
 
         identity = ModelIdentity(entry.model_id, entry.quality, entry.digest)
+        kwargs.setdefault("lmbda", entry.lmbda)
         return cls(registry.load_model(entry), identity, device=device, **kwargs)
 
     @property
@@ -160,13 +165,37 @@ class ImageCodec:
         )
         return container.pack(header, [payload.z_string, payload.y_string])
 
-    def compress_batch(self, images: Sequence[np.ndarray]) -> List[bytes]:
+    def compress_batch(self, images: Sequence[np.ndarray], effort: int = 0) -> List[bytes]:
+        """Streams for same-sized images; ``effort`` > 0 searches for better latents first (slower encoding,
+        same decoder; see :mod:`model_store.refine`)."""
+        config = effort_config(effort)  # refuse a bad effort before the network pass
+        if config.steps and self.lmbda is None:
+            raise ValueError("effort > 0 needs the λ these weights were trained for (ImageCodec(lmbda=...))")
         y = self.analyse(images)
         h, w = images[0].shape[:2]
-        return [self.encode_latent(y[i], h, w) for i in range(len(images))]
+        streams = [self.encode_latent(y[i], h, w) for i in range(len(images))]
+        if config.steps:
+            streams = [self._refined(img, y[i : i + 1], s, config) for i, (img, s) in enumerate(zip(images, streams))]
+        return streams
 
-    def compress(self, image: np.ndarray) -> bytes:
-        return self.compress_batch([image])[0]
+    def _refined(self, image: np.ndarray, y: Tensor, plain: bytes, config: RefineConfig) -> bytes:
+        """The searched stream of one image, or ``plain`` if the search did not lower the real cost. One image
+        at a time, like the transforms, so a batch gives the same bytes as one-by-one."""
+        h, w = image.shape[:2]
+        x = pad_to_multiple(image_to_tensor(image)[None].to(self.device), self.pad_multiple)
+        latent = refine_latent(self.model, x, y, h, w, self.lmbda, config)
+        searched = self.encode_latent(latent.cpu(), h, w)
+        return min((plain, searched), key=lambda stream: self.rd_cost(image, stream))
+
+    def rd_cost(self, image: np.ndarray, stream: bytes) -> float:
+        """The weights' objective ``λ·MSE(8-bit) + bpp`` of a real stream of ``image``, decoded as any decoder
+        would decode it."""
+        decoded = self.decompress(stream).astype(np.float64)
+        mse = float(np.mean((decoded - image.astype(np.float64)) ** 2))
+        return self.lmbda * mse + bits_per_pixel(stream, *image.shape[:2])
+
+    def compress(self, image: np.ndarray, effort: int = 0) -> bytes:
+        return self.compress_batch([image], effort=effort)[0]
 
     # -- decoder ---------------------------------------------------------------------------------------------
     def check_header(self, header: container.StreamHeader) -> None:

@@ -168,10 +168,18 @@ def _learned_api() -> Optional[Tuple[Callable, Callable]]:
 
 
 def learned_jobs(
-    models: Optional[Sequence[str]], qualities: Optional[Sequence[int]], device: str, root: Optional[Path] = None
+    models: Optional[Sequence[str]],
+    qualities: Optional[Sequence[int]],
+    device: str,
+    root: Optional[Path] = None,
+    efforts: Sequence[int] = (0,),
 ) -> List[CodecJob]:
     """Jobs for the requested learned models (all shipped ones when ``models`` is None) under the weights ``root``
     (``model_store/weights`` when None; another root evaluates candidate weights before they ship).
+
+    Each encoder effort (:mod:`model_store.refine`) is its own curve, named ``MODEL`` for effort 0 and
+    ``MODEL@eN`` otherwise: the decoder is the same, the encoder is not, and a reader must see which one a number
+    belongs to.
 
     A requested model or quality without shipped weights is an error, not a silent skip: an evaluation that
     quietly drops the model it was asked about would be worse than none.
@@ -197,19 +205,40 @@ def learned_jobs(
         missing = sorted(set(wanted) - set(shipped[name]))
         if missing:
             raise EvalError(f"model {name!r} has no weights for qualities {missing} (shipped: {shipped[name]})")
-        for q in sorted(wanted):
-            settings = {"quality_meaning": "shipped quality index", "device": device}
-            jobs.append(CodecJob(name, LEARNED, q, _learned_factory(load_codec, name, q, device, root), settings))
+        for effort in efforts:
+            label = name if effort == 0 else f"{name}@e{effort}"
+            for q in sorted(wanted):
+                settings = {"quality_meaning": "shipped quality index", "device": device, "effort": effort}
+                make = _learned_factory(load_codec, name, q, device, root, effort)
+                jobs.append(CodecJob(label, LEARNED, q, make, settings))
     return jobs
 
 
+class _EffortCodec:
+    """A learned codec that encodes at a fixed effort (the decoder is unchanged)."""
+
+    def __init__(self, codec, effort: int):
+        self.codec, self.effort = codec, effort
+
+    def compress(self, img: np.ndarray) -> bytes:
+        return self.codec.compress(img, effort=self.effort)
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        return self.codec.decompress(data)
+
+
 def _learned_factory(
-    load_codec: Callable, name: str, quality: int, device: str, root: Optional[Path] = None
+    load_codec: Callable, name: str, quality: int, device: str, root: Optional[Path] = None, effort: int = 0
 ) -> Callable[[], Codec]:
     """Bind loop variables now (a bare lambda in the loop would capture the last model/quality)."""
-    if root is None:
-        return lambda: load_codec(name, quality, device=device)
-    return lambda: load_codec(name, quality, device=device, root=root)
+
+    def make() -> Codec:
+        codec = load_codec(name, quality, device=device) if root is None else load_codec(
+            name, quality, device=device, root=root
+        )
+        return codec if effort == 0 else _EffortCodec(codec, effort)
+
+    return make
 
 
 def classical_jobs(names: Sequence[str], explicit: bool) -> List[CodecJob]:
@@ -306,10 +335,12 @@ def run_jobs(
 # Bjøntegaard deltas
 # --------------------------------------------------------------------------------------------------------------
 def bd_pairs(curves: Sequence[CodecCurve]) -> List[Tuple[str, str]]:
-    """(test, anchor) pairs: each learned model vs each classical codec, each classical codec vs JPEG."""
+    """(test, anchor) pairs: each learned model vs each classical codec, each encoder effort ``MODEL@eN`` vs the
+    same model's effort 0, each classical codec vs JPEG."""
     learned = [c.name for c in curves if c.kind == LEARNED]
     classic = [c.name for c in curves if c.kind == CLASSICAL]
     pairs = [(t, a) for t in learned for a in classic]
+    pairs += [(t, t.split("@")[0]) for t in learned if "@" in t and t.split("@")[0] in learned]
     if CONTEXT_ANCHOR in classic:
         pairs += [(t, CONTEXT_ANCHOR) for t in classic if t != CONTEXT_ANCHOR]
     return pairs
@@ -498,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--qualities", nargs="+", type=int, metavar="Q", help="learned-model qualities (default: all shipped)"
     )
+    p.add_argument(
+        "--effort",
+        nargs="+",
+        type=int,
+        default=[0],
+        metavar="E",
+        help="learned-model encoder efforts, one curve each (default: 0; see model_store.refine)",
+    )
     p.add_argument("--no-learned", action="store_true", help="evaluate classical codecs only")
     p.add_argument(
         "--classical",
@@ -533,7 +572,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--no-learned contradicts --model/--qualities")
     try:
         images = load_images(args.folder, args.limit)
-        jobs = [] if args.no_learned else learned_jobs(args.model, args.qualities, args.device, args.weights_root)
+        jobs = (
+            []
+            if args.no_learned
+            else learned_jobs(args.model, args.qualities, args.device, args.weights_root, args.effort)
+        )
         if not args.no_classical:
             jobs += classical_jobs(args.classical or classical.DEFAULT_CLASSICAL, explicit=bool(args.classical))
     except EvalError as exc:

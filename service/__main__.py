@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument("--model", help="model id (default: the server's default model)")
     compress.add_argument("--url", default=DEFAULT_URL)
     compress.add_argument("--multipart", action="store_true", help="upload as multipart/form-data")
+    compress.add_argument(
+        "--effort", type=int, default=0, help="encoder effort (0 = fastest; up to the server's max_effort)"
+    )
 
     decompress = sub.add_parser("decompress", help="decode a bitstream through a running server")
     decompress.add_argument("input", type=Path)
@@ -104,11 +107,13 @@ def _compress(args) -> int:
     from service.client import LicClient
 
     with LicClient(args.url) as client:
-        result = client.compress(args.input, quality=args.quality, model=args.model, multipart=args.multipart)
+        result = client.compress(
+            args.input, quality=args.quality, model=args.model, multipart=args.multipart, effort=args.effort
+        )
     args.output.write_bytes(result.stream)
     print(
         f"{args.input}: {result.width}x{result.height}, {result.original_bytes} -> {result.compressed_bytes} bytes, "
-        f"{result.bpp:.4f} bpp ({result.model} q{result.quality})"
+        f"{result.bpp:.4f} bpp ({result.model} q{result.quality}, effort {result.effort})"
     )
     return 0
 

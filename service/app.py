@@ -13,6 +13,7 @@ import time
 from contextlib import ExitStack, asynccontextmanager
 from typing import List, Literal, Optional
 
+import numpy as np
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -22,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from model_store import __version__, container
-from model_store.errors import ImageInputError, ModelStoreError
+from model_store.errors import ImageInputError, LimitExceededError, ModelStoreError
 from service import media
 from service.access import ClientLimiter, TokenStore, client_key
 from service.errors import (
@@ -90,6 +91,8 @@ class ModelInfo(BaseModel):
 class ModelsBody(BaseModel):
     default_model: Optional[str]
     ready: bool
+    max_effort: int = Field(description="highest encoder effort POST /compress accepts (0: the feature is off)")
+    max_effort_pixels: int = Field(description="largest image, in pixels, accepted with effort > 0")
     models: List[ModelInfo]
 
 
@@ -162,6 +165,7 @@ _COMPRESS_RESPONSES = {
             "X-Bits-Per-Pixel": _header("8 x compressed bytes / pixels", "number"),
             "X-Original-Bytes": _header("bytes of the uploaded image file", "integer"),
             "X-Compressed-Bytes": _header("bytes of the bitstream", "integer"),
+            "X-Effort": _header("encoder effort used (the request's effort parameter)", "integer"),
         },
     },
     **_errors(
@@ -234,6 +238,23 @@ def _deadline(settings: ServiceSettings, requested: Optional[float]) -> float:
             raise BadParameter(f"{TIMEOUT_HEADER} must be a positive number of seconds, got {requested}")
         timeout = min(timeout, requested)
     return time.monotonic() + timeout
+
+
+def _check_effort(settings: ServiceSettings, effort: int) -> None:
+    if not 0 <= effort <= settings.max_effort:
+        raise BadParameter(
+            f"effort must be between 0 and this server's max_effort of {settings.max_effort}, got {effort}"
+        )
+
+
+def _check_effort_pixels(settings: ServiceSettings, effort: int, image: np.ndarray) -> None:
+    """Refuse (422) a search that would hold the network thread too long; effort 0 still takes the image."""
+    height, width = image.shape[:2]
+    if effort and height * width > settings.max_effort_pixels:
+        raise LimitExceededError(
+            f"{width}x{height} is {height * width} pixels, above this server's limit of {settings.max_effort_pixels} "
+            f"for effort > 0; send it with effort=0"
+        )
 
 
 async def _read_body(request: Request, limit: int, deadline: float, content_digest: Optional[str]) -> bytes:
@@ -406,12 +427,19 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         request: Request,
         quality: int = Query(description="quality level of the model (1 = smallest files); see GET /v1/models"),
         model: Optional[str] = Query(None, description="model id; the server's default model when omitted"),
+        effort: int = Query(
+            0,
+            description="encoder effort: 0 (default, fastest) up to the server's max_effort (see GET /v1/models); "
+            "higher efforts search for a latent that costs fewer bits at equal quality, for the same decoder, at "
+            "~10x (effort 1) or more the encoding time",
+        ),
         x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
         with service.admitted(), limiter.hold(client), ExitStack() as held:
             deadline = _deadline(settings, x_request_timeout)
+            _check_effort(settings, effort)
             inst = service.pool.get(model, quality)
             request.state.instance = inst.key
             held.enter_context(service.reserve(inst, COMPRESS))  # sheds overload before reading the body
@@ -429,7 +457,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             timings = Timings()
             try:
                 image = await service.decode_image(data, ctx, timings)
-                result = await service.compress(inst, image, ctx, timings)
+                _check_effort_pixels(settings, effort, image)
+                result = await service.compress(inst, image, ctx, timings, effort)
             finally:
                 ctx.disconnected.cancel()
             model_id, q = inst.key
@@ -442,8 +471,10 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     "X-Compressed-Bytes": str(len(result.stream)),
                     "Repr-Digest": digest_header(result.stream),
                     "X-Weights-Version": inst.entry.version,
+                    "X-Effort": str(effort),
                 }
             )
+            metrics.efforts.labels(model_id, str(q), str(effort)).inc()
             return Response(result.stream, media_type=media.BITSTREAM, headers=headers)
 
     @app.post(
@@ -505,7 +536,12 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         responses=_errors(s401="auth_required invalid_token"),
     )
     async def models(client: str = Depends(caller)) -> dict:
-        return {**service.pool.describe(), "ready": service.pool.ready and not service.draining}
+        return {
+            **service.pool.describe(),
+            "ready": service.pool.ready and not service.draining,
+            "max_effort": settings.max_effort,
+            "max_effort_pixels": settings.max_effort_pixels,
+        }
 
     @app.get("/health/live", operation_id="live", response_model=HealthBody, summary="The process is up")
     async def live() -> dict:

@@ -55,6 +55,7 @@ class CompressResult:
     compressed_bytes: int
     batch_size: int
     server_timing: Dict[str, float]  # name -> milliseconds
+    effort: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,14 @@ def _read(source: ImageSource) -> bytes:
 
 
 def _compress_request(
-    image: ImageSource, quality: int, model: Optional[str], multipart: bool, timeout_s: Optional[float]
+    image: ImageSource, quality: int, model: Optional[str], multipart: bool, timeout_s: Optional[float], effort: int
 ) -> dict:
     data = _read(image)
     params: Dict[str, Union[str, int]] = {"quality": quality}
     if model:
         params["model"] = model
+    if effort:
+        params["effort"] = effort
     headers = {} if timeout_s is None else {"X-Request-Timeout": str(timeout_s)}
     content_type = sniff(data) or "application/octet-stream"
     if multipart:
@@ -150,6 +153,7 @@ def _compress_result(response: httpx.Response) -> CompressResult:
         compressed_bytes=int(h["x-compressed-bytes"]),
         batch_size=int(h["x-batch-size"]),
         server_timing=parse_server_timing(h.get("server-timing", "")),
+        effort=int(h.get("x-effort", "0")),
     )
 
 
@@ -203,9 +207,11 @@ class LicClient:
         model: Optional[str] = None,
         multipart: bool = False,
         timeout_s: Optional[float] = None,
+        effort: int = 0,
     ) -> CompressResult:
-        """Compress a PNG/JPEG/WebP file (bytes or path) at ``quality``."""
-        request = _compress_request(image, quality, model, multipart, timeout_s)
+        """Compress a PNG/JPEG/WebP file (bytes or path) at ``quality``; ``effort`` > 0 asks for a slower,
+        better encoding (up to the server's ``max_effort``)."""
+        request = _compress_request(image, quality, model, multipart, timeout_s, effort)
         return _compress_result(self.http.post("/compress", **request))
 
     def decompress(
@@ -246,8 +252,9 @@ class AsyncLicClient:
         model: Optional[str] = None,
         multipart: bool = False,
         timeout_s: Optional[float] = None,
+        effort: int = 0,
     ) -> CompressResult:
-        request = _compress_request(image, quality, model, multipart, timeout_s)
+        request = _compress_request(image, quality, model, multipart, timeout_s, effort)
         return _compress_result(await self.http.post("/compress", **request))
 
     async def decompress(

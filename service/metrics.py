@@ -88,6 +88,12 @@ class ServiceMetrics:
         self.compressed_bytes = Counter(
             "lic_compressed_bytes", "Bytes of bitstreams returned by compression", ["model", "quality"], registry=r
         )
+        self.efforts = Counter(
+            "lic_compress_effort",
+            "Compressions answered, by encoder effort (effort > 0 costs ~10x+ the network time)",
+            ["model", "quality", "effort"],
+            registry=r,
+        )
         self.rejections = Counter("lic_rejections", "Requests refused or failed, by error code", ["reason"], registry=r)
         self.legacy_decodes = Counter(
             "lic_legacy_decodes",

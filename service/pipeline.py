@@ -185,22 +185,35 @@ class CodecService:
         timings.stages["image_io"] = time.monotonic() - t0
         return image
 
-    async def compress(self, inst: Instance, image: np.ndarray, ctx: RequestContext, timings: Timings) -> Compressed:
+    async def compress(
+        self, inst: Instance, image: np.ndarray, ctx: RequestContext, timings: Timings, effort: int = 0
+    ) -> Compressed:
+        """Effort 0: batched analysis on the network thread, rANS in the coding pool. Effort > 0: the latent
+        search and the choice between its stream and effort 0's need the networks throughout, so the whole
+        encode is the network pass (batched only with requests of the same size *and* effort)."""
         model, quality = inst.key
         height, width = image.shape[:2]
-        job = self.queues[(model, quality, COMPRESS)].submit(image, (height, width), ctx.deadline)
+        job = self.queues[(model, quality, COMPRESS)].submit((image, effort), (height, width, effort), ctx.deadline)
         result = await self._wait(ctx, job.future)
         timings.stages["queue_wait"] = result.queue_wait_s
         timings.stages["inference"] = result.inference_s
         timings.batch_size = result.batch_size
-        t0 = time.monotonic()
-        stream = await self._in_pool(ctx, inst.codec.encode_latent, result.value, height, width)
-        timings.stages["entropy_coding"] = time.monotonic() - t0
+        if effort:
+            stream = result.value
+        else:
+            t0 = time.monotonic()
+            stream = await self._in_pool(ctx, inst.codec.encode_latent, result.value, height, width)
+            timings.stages["entropy_coding"] = time.monotonic() - t0
         self._observe(COMPRESS, inst, timings)
         return Compressed(stream, height, width, bits_per_pixel(stream, height, width), timings)
 
     @staticmethod
-    def _analyse(inst: Instance, images: List[np.ndarray]) -> List[torch.Tensor]:
+    def _analyse(inst: Instance, jobs: List[Tuple[np.ndarray, int]]) -> List[object]:
+        """Latents (effort 0) or finished streams (effort > 0) of one batch; a bucket holds one effort."""
+        images = [image for image, _ in jobs]
+        effort = jobs[0][1]
+        if effort:
+            return list(inst.codec.compress_batch(images, effort=effort))
         return list(inst.codec.analyse(images))
 
     # -- decompress ----------------------------------------------------------------------------------------------

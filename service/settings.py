@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from model_store import registry
+from model_store.refine import MAX_EFFORT
 
 SETTINGS_FILE_ENV = "LIC_SETTINGS_FILE"
 
@@ -65,6 +66,21 @@ class ServiceSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
     max_pixels: int = Field(default=16_000_000, ge=1, description="422 above this (checked from headers first)")
+
+    max_effort: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_EFFORT,
+        description="highest encoder effort a request may ask for (POST /compress?effort=); effort > 0 searches for a "
+        "better latent with the decoder's own networks (smaller files at equal quality, same decoder) and costs "
+        "~10x (effort 1) to ~100x (effort 3) the network time of effort 0; 0 turns the feature off",
+    )
+    max_effort_pixels: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="images above this many pixels are refused effort > 0 (422 too_many_pixels): the search holds the "
+        "network thread for its whole duration, ~10 s per megapixel at effort 1 on two CPU cores",
+    )
 
     legacy_instances: int = Field(
         default=2,

@@ -292,3 +292,28 @@ def test_cli_learned_path_with_a_stand_in_model(image_dir, tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         evaluation.main([str(image_dir), "--qualities", "7", "--no-classical", "--quiet"])
     assert "qualities [7]" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:BD-rate tiny-test")  # one point per curve: no BD-rate to compute
+def test_each_encoder_effort_is_its_own_curve_compared_with_effort_0(image_dir, tmp_path, monkeypatch, tiny_codec):
+    """``--effort 0 1``: a ``MODEL@e1`` curve made by effort-1 encoding, and its BD-rate against plain ``MODEL``."""
+    efforts = []
+
+    class Recording:
+        def compress(self, img, effort=0):
+            efforts.append(effort)
+            return tiny_codec.compress(img)
+
+        def decompress(self, data):
+            return tiny_codec.decompress(data)
+
+    monkeypatch.setattr(evaluation, "_learned_api", lambda: (lambda *a, **k: Recording(), lambda: {"tiny-test": [1]}))
+    jobs = evaluation.learned_jobs(None, None, "cpu", efforts=(0, 1))
+    assert [(j.name, j.settings["effort"]) for j in jobs] == [("tiny-test", 0), ("tiny-test@e1", 1)]
+    evaluation.main([str(image_dir), "--effort", "0", "1", "--no-classical", "--limit", "1", "--quiet",
+                     "--no-ms-ssim", "--json", str(tmp_path / "r.json")])  # fmt: skip
+    assert set(efforts) == {0, 1}
+    curve = lambda name, f: evaluation.CodecCurve(  # noqa: E731
+        name, "learned", points=[evaluation.RDPoint(i, r * f, q, 0.9, 0, 0, 1) for i, (r, q) in enumerate(ANCHOR)]
+    )
+    assert evaluation.bd_table([curve("m", 1.0), curve("m@e1", 0.9)])["m@e1"] == {"m": pytest.approx(-10.0)}
