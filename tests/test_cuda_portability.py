@@ -77,3 +77,15 @@ def test_the_shipped_default_model_crosses_devices_on_a_photo_sized_image():
         assert torch.equal(latent(cpu, stream), latent(gpu, stream))
         diff = np.abs(cpu.decompress(stream).astype(int) - gpu.decompress(stream).astype(int))
         assert diff.max() <= 1
+
+
+@pytest.mark.parametrize("arch", ["tic", "wacnn"])
+def test_an_effort_1_stream_made_on_cuda_decodes_on_the_cpu_and_repeats_on_cuda(arch):
+    """The latent search runs on the device (its noise from the device's seeded RNG); what it writes is an
+    ordinary stream."""
+    cpu, gpu = codec_pair(arch)
+    cpu.lmbda = gpu.lmbda = 0.0067
+    img = natural_image(64, 96, seed=2)
+    stream = gpu.compress(img, effort=1)
+    assert gpu.compress(img, effort=1) == stream
+    assert torch.equal(latent(cpu, stream), latent(gpu, stream))
