@@ -76,10 +76,11 @@ class ServiceSettings(BaseSettings):
         "~10x (effort 1) to ~100x (effort 3) the network time of effort 0; 0 turns the feature off",
     )
     max_effort_pixels: int = Field(
-        default=1_000_000,
+        default=500_000,
         ge=1,
         description="images above this many pixels are refused effort > 0 (422 too_many_pixels): the search holds the "
-        "network thread for its whole duration, ~10 s per megapixel at effort 1 on two CPU cores",
+        "network thread for its whole duration, ~50 s per megapixel at effort 1 on one CPU core "
+        "(benchmarks/effort.py), so the default keeps a 768x512 photo inside the 30 s request deadline",
     )
 
     legacy_instances: int = Field(

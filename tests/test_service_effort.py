@@ -48,7 +48,7 @@ def test_an_effort_outside_0_to_max_effort_is_a_bad_parameter(http, effort):
 
 def test_models_listing_tells_clients_the_effort_limits(http):
     listing = http.get("/v1/models").json()
-    assert (listing["max_effort"], listing["max_effort_pixels"]) == (1, 1_000_000)
+    assert (listing["max_effort"], listing["max_effort_pixels"]) == (1, 500_000)
 
 
 def test_big_images_are_refused_effort_but_still_compress_at_effort_0(weights_root):
