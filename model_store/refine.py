@@ -81,9 +81,9 @@ def _straight_through(inputs: Tensor, mode: str, means=None) -> Tensor:
     if mode == "noise":
         return inputs + torch.empty_like(inputs).uniform_(-0.5, 0.5)
     centred = inputs - means if means is not None else inputs
+    if mode == "symbols":  # integer symbols carry no gradient anyway: keep compressai's meaning
+        return torch.round(centred).int()
     rounded = centred + (torch.round(centred) - centred).detach()
-    if mode == "symbols":
-        return rounded
     return rounded + means if means is not None else rounded
 
 
