@@ -44,13 +44,12 @@ def centre_crop(image, height: int, width: int):
 
 def measure(model: str, quality: int, effort: int, paths: List[Path], crop, threads: int) -> dict:
     """One (quality, effort) in this process: per-image encode seconds, bpp, PSNR and the real RD cost."""
-    import math
     import resource
     import time
 
-    import numpy as np
     import torch
 
+    from model_store import metrics
     from model_store.codec import bits_per_pixel, load_codec
     from model_store.image_io import open_image
 
@@ -63,16 +62,14 @@ def measure(model: str, quality: int, effort: int, paths: List[Path], crop, thre
         t0 = time.perf_counter()
         stream = codec.compress(image, effort=effort)
         enc_s = time.perf_counter() - t0
-        decoded = codec.decompress(stream).astype(np.float64)
-        mse = float(np.mean((decoded - image) ** 2))
-        h, w = image.shape[:2]
+        decoded = codec.decompress(stream)
         rows.append(
             {
                 "image": path.name,
                 "enc_s": enc_s,
-                "bpp": bits_per_pixel(stream, h, w),
-                "psnr": 10 * math.log10(255.0**2 / mse),
-                "rd_cost": codec.rd_cost(image, stream),
+                "bpp": bits_per_pixel(stream, *image.shape[:2]),
+                "psnr": metrics.psnr(decoded, image),
+                "rd_cost": codec.rd_cost(image, stream, decoded),
             }
         )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model_store import container
+from model_store import container, metrics
 from model_store.architectures.base import LatentPayload, LearnedImageCodec
 from model_store.entropy.coding import CANONICAL_DTYPE
 from model_store.errors import BitstreamError, ImageInputError, UnknownModelError, WeightsMismatchError
@@ -187,12 +187,12 @@ class ImageCodec:
         searched = self.encode_latent(latent.cpu(), h, w)
         return min((plain, searched), key=lambda stream: self.rd_cost(image, stream))
 
-    def rd_cost(self, image: np.ndarray, stream: bytes) -> float:
+    def rd_cost(self, image: np.ndarray, stream: bytes, decoded: Optional[np.ndarray] = None) -> float:
         """The weights' objective ``λ·MSE(8-bit) + bpp`` of a real stream of ``image``, decoded as any decoder
-        would decode it."""
-        decoded = self.decompress(stream).astype(np.float64)
-        mse = float(np.mean((decoded - image.astype(np.float64)) ** 2))
-        return self.lmbda * mse + bits_per_pixel(stream, *image.shape[:2])
+        would decode it (pass ``decoded`` when the caller already has it)."""
+        if decoded is None:
+            decoded = self.decompress(stream)
+        return self.lmbda * metrics.mse(decoded, image) + bits_per_pixel(stream, *image.shape[:2])
 
     def compress(self, image: np.ndarray, effort: int = 0) -> bytes:
         return self.compress_batch([image], effort=effort)[0]

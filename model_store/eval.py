@@ -232,10 +232,10 @@ def _learned_factory(
 ) -> Callable[[], Codec]:
     """Bind loop variables now (a bare lambda in the loop would capture the last model/quality)."""
 
+    where = {} if root is None else {"root": root}
+
     def make() -> Codec:
-        codec = load_codec(name, quality, device=device) if root is None else load_codec(
-            name, quality, device=device, root=root
-        )
+        codec = load_codec(name, quality, device=device, **where)
         return codec if effort == 0 else _EffortCodec(codec, effort)
 
     return make
