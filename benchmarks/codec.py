@@ -3,9 +3,13 @@
 the same run on the same machine.
 
     python benchmarks/codec.py [--presets small tiny] [--archs stf tic ...] [--repeats 3] [--threads 2]
+    python benchmarks/codec.py --device cuda --batch 8 --out benchmarks/results/codec_cuda
 
 Each codec runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own. Results go to
 ``benchmarks/results/codec.json`` and ``benchmarks/results/codec.md`` with ratios against mbt2018-mean.
+On CUDA the network passes run on the GPU (rANS coding stays on the CPU, as in the service), the peak GPU memory
+is reported too, and ``--batch N`` adds the throughput of N images coded together (what the service's batching
+queue does under load), in images per second.
 """
 
 from __future__ import annotations
@@ -39,7 +43,17 @@ def timing_report(threads: int, repeats: int, results: dict) -> dict:
     return {"image": image, "threads": threads, "repeats": repeats, "machine": machine(), "results": results}
 
 
-def measure_ours(arch: str, preset: str, quality: int, repeats: int) -> dict:
+def timed(fn, device: str) -> float:
+    import torch
+
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def measure_ours(arch: str, preset: str, quality: int, repeats: int, device: str = "cpu", batch: int = 1) -> dict:
     import torch
 
     from model_store.architectures.base import count_parameters
@@ -49,42 +63,40 @@ def measure_ours(arch: str, preset: str, quality: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = create_model(arch, preset, quality)
     model.update(force=True)
-    codec = ImageCodec(model, ModelIdentity(f"{arch}-{preset}", quality, bytes(32)))
+    codec = ImageCodec(model, ModelIdentity(f"{arch}-{preset}", quality, bytes(32)), device=device)
     img = benchmark_image()
-    enc, dec, stream = [], [], b""
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        stream = codec.compress(img)
-        enc.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        codec.decompress(stream)
-        dec.append(time.perf_counter() - t0)
-    return {"params": count_parameters(model), "enc_s": min(enc), "dec_s": min(dec), "bytes": len(stream)}
+    stream = codec.compress(img)  # warm-up: CUDA context, cuDNN algorithm choice, allocator
+    enc = [timed(lambda: codec.compress(img), device) for _ in range(repeats)]
+    dec = [timed(lambda: codec.decompress(stream), device) for _ in range(repeats)]
+    result = {"params": count_parameters(model), "enc_s": min(enc), "dec_s": min(dec), "bytes": len(stream)}
+    if batch > 1:
+        images = [benchmark_image()] * batch
+        streams = codec.compress_batch(images)
+        enc_b = min(timed(lambda: codec.compress_batch(images), device) for _ in range(repeats))
+        dec_b = min(timed(lambda: codec.decompress_batch(streams), device) for _ in range(repeats))
+        result.update(batch=batch, batch_enc_img_s=batch / enc_b, batch_dec_img_s=batch / dec_b)
+    return result
 
 
-def measure_compressai(name: str, quality: int, repeats: int) -> dict:
+def measure_compressai(name: str, quality: int, repeats: int, device: str = "cpu") -> dict:
     import torch
     from compressai.zoo import image_models
 
     torch.manual_seed(0)
     net = image_models[name](quality=quality, pretrained=False).eval()
     net.update(force=True)
+    net = net.to(device)
     img = benchmark_image()
-    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    enc, dec = [], []
+    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
     with torch.no_grad():
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = net.compress(x)
-            enc.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            net.decompress(out["strings"], out["shape"])
-            dec.append(time.perf_counter() - t0)
+        out = net.compress(x)  # warm-up
+        enc = [timed(lambda: net.compress(x), device) for _ in range(repeats)]
+        dec = [timed(lambda: net.decompress(out["strings"], out["shape"]), device) for _ in range(repeats)]
     params = sum(p.numel() for p in net.parameters())
     return {"params": params, "enc_s": min(enc), "dec_s": min(dec), "bytes": sum(len(s[0]) for s in out["strings"])}
 
 
-def child(spec: str, quality: int, repeats: int, threads: int) -> None:
+def child(spec: str, quality: int, repeats: int, threads: int, device: str = "cpu", batch: int = 1) -> None:
     """Run one measurement and print it as JSON (called in a fresh process)."""
     import resource
     import warnings
@@ -94,15 +106,17 @@ def child(spec: str, quality: int, repeats: int, threads: int) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     if spec.startswith("compressai:"):
-        result = measure_compressai(spec.split(":", 1)[1], quality, repeats)
+        result = measure_compressai(spec.split(":", 1)[1], quality, repeats, device)
     else:
         arch, preset = spec.split("-", 1)
-        result = measure_ours(arch, preset, quality, repeats)
+        result = measure_ours(arch, preset, quality, repeats, device, batch)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))
 
 
-def run_child(spec: str, quality: int, repeats: int, threads: int, timeout: int) -> dict:
+def run_child(spec: str, quality: int, repeats: int, threads: int, timeout: int, device: str, batch: int) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -114,6 +128,10 @@ def run_child(spec: str, quality: int, repeats: int, threads: int, timeout: int)
         str(repeats),
         "--threads",
         str(threads),
+        "--device",
+        device,
+        "--batch",
+        str(batch),
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -133,10 +151,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=1, help="also measure N images coded together (images/s)")
     p.add_argument("--out", default=str(RESULTS / "codec"))
     args = p.parse_args()
     if args.child:
-        child(args.child, args.quality, args.repeats, args.threads)
+        child(args.child, args.quality, args.repeats, args.threads, args.device, args.batch)
         return
 
     from model_store.architectures.registry import presets
@@ -154,7 +174,7 @@ def main() -> None:
             arch, name = spec.split("-", 1)
             qualities = get_preset(arch, name).qualities
             quality = quality if quality in qualities else qualities[len(qualities) // 2]
-        results[spec] = run_child(spec, quality, args.repeats, args.threads, args.timeout)
+        results[spec] = run_child(spec, quality, args.repeats, args.threads, args.timeout, args.device, args.batch)
         results[spec]["quality"] = quality
         print(spec, results[spec], flush=True)
     ref = results[REFERENCE]
@@ -163,23 +183,35 @@ def main() -> None:
             r["enc_vs_mbt2018_mean"] = r["enc_s"] / ref["enc_s"]
             r["dec_vs_mbt2018_mean"] = r["dec_s"] / ref["dec_s"]
     report = timing_report(args.threads, args.repeats, results)
+    report["device"] = args.device
+    lines = markdown_table(results, args)
+    write_results(Path(args.out), report, "\n".join(lines))
+    print("\n".join(lines))
+
+
+def markdown_table(results: dict, args) -> list:
+    on_gpu, batched = args.device == "cuda", args.batch > 1
+    extra = (["peak GPU MiB"] if on_gpu else []) + ([f"enc img/s @{args.batch}", f"dec img/s @{args.batch}"] if batched else [])
+    head = ["codec", "params (M)", "encode s", "decode s", "enc / mbt2018-mean", "dec / mbt2018-mean", "peak RSS MiB"]
     lines = [
-        f"# Codec speed, {W}x{H}, {args.threads} threads, best of {args.repeats} (random init)",
+        f"# Codec speed, {W}x{H}, {args.device}, {args.threads} CPU threads, best of {args.repeats} (random init)",
         "",
-        "| codec | params (M) | encode s | decode s | enc / mbt2018-mean | dec / mbt2018-mean | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| " + " | ".join(head + extra) + " |",
+        "|" + "---|" * (len(head) + len(extra)),
     ]
     for spec, r in results.items():
         if "error" in r:
-            lines.append(f"| {spec} | error: {r['error']} | | | | | |")
+            lines.append(f"| {spec} | error: {r['error']} |" + " |" * (len(head) + len(extra) - 2))
             continue
-        lines.append(
-            f"| {spec} | {r['params'] / 1e6:.2f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | "
-            f"{r.get('enc_vs_mbt2018_mean', float('nan')):.2f} | {r.get('dec_vs_mbt2018_mean', float('nan')):.2f} | "
-            f"{r['peak_rss_mib']:.0f} |"
-        )
-    write_results(Path(args.out), report, "\n".join(lines))
-    print("\n".join(lines))
+        cells = [spec, f"{r['params'] / 1e6:.2f}", f"{r['enc_s']:.3f}", f"{r['dec_s']:.3f}",
+                 f"{r.get('enc_vs_mbt2018_mean', float('nan')):.2f}", f"{r.get('dec_vs_mbt2018_mean', float('nan')):.2f}",
+                 f"{r['peak_rss_mib']:.0f}"]  # fmt: skip
+        if on_gpu:
+            cells.append(f"{r.get('peak_gpu_mib', float('nan')):.0f}")
+        if batched:
+            cells += [f"{r['batch_enc_img_s']:.1f}", f"{r['batch_dec_img_s']:.1f}"] if "batch" in r else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -173,3 +173,39 @@ def test_weight_averaging_is_what_gets_validated_saved_and_resumed(image_dirs, t
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][-1]
     assert logged["step"] == 3 and logged["val"]["loss"] == pytest.approx(scores["averaged"], rel=1e-6)
     assert scores["averaged"] != pytest.approx(scores["raw"], rel=1e-6)
+
+
+def poison_loss(monkeypatch, bad_calls):
+    """rd_loss whose loss is NaN on the given calls (1-based), as a bf16 overflow would make it."""
+    from model_store import train as train_module
+
+    real, calls = train_module.rd_loss, []
+
+    def rd_loss(out, x, lmbda):
+        losses = real(out, x, lmbda)
+        calls.append(1)
+        if len(calls) in bad_calls:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_module, "rd_loss", rd_loss)
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped_not_applied(image_dirs, tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    poison_loss(monkeypatch, bad_calls={2})
+    train(dataclasses.replace(tiny_config(image_dirs, out, steps=3), eval_every=1))
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
+    assert [r["skipped"] for r in records] == [False, True, False]
+    state = torch.load(out / "last.pt", weights_only=False)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert all(math.isfinite(r["val"]["loss"]) for r in records)
+
+
+def test_training_stops_when_every_step_is_non_finite(image_dirs, tmp_path, monkeypatch):
+    from model_store import train as train_module
+
+    monkeypatch.setattr(train_module, "MAX_BAD_STEPS", 2)
+    poison_loss(monkeypatch, bad_calls=set(range(1, 10)))
+    with pytest.raises(FloatingPointError, match="2 steps in a row"):
+        train(tiny_config(image_dirs, tmp_path / "diverged", steps=5))

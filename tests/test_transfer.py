@@ -29,9 +29,8 @@ def runs(tmp_path_factory):
 def test_parts_respect_the_size_cap_and_reassemble_into_an_exportable_checkpoint(runs, tmp_path):
     cap = 0.05  # MiB: forces several parts out of the tiny model
     index = pack(runs, tmp_path / "out", max_mib=cap)
-    info = index["runs"]["stf-tiny-q2"]
-    assert len(info["parts"]) > 1
-    assert all((tmp_path / "out" / p).stat().st_size <= cap * MIB for p in info["parts"])
+    assert len(index["parts"]) > 1
+    assert all((tmp_path / "out" / p).stat().st_size <= cap * MIB for p in index["parts"])
     (restored,) = unpack(tmp_path / "out", tmp_path / "here")
     assert restored == tmp_path / "here" / "stf-tiny-q2" / "best.pt"
     assert (restored.parent / "config.json").exists()
@@ -45,7 +44,7 @@ def test_parts_respect_the_size_cap_and_reassemble_into_an_exportable_checkpoint
 
 def test_a_cut_or_missing_part_is_an_error_not_a_broken_checkpoint(runs, tmp_path):
     index = pack(runs, tmp_path / "out", max_mib=0.05)
-    parts = index["runs"]["stf-tiny-q2"]["parts"]
+    parts = index["parts"]
     last = tmp_path / "out" / parts[-1]
     last.write_bytes(last.read_bytes()[:-1])
     with pytest.raises(TransferError, match="sha256"):
@@ -54,6 +53,23 @@ def test_a_cut_or_missing_part_is_an_error_not_a_broken_checkpoint(runs, tmp_pat
     with pytest.raises(TransferError, match="missing parts"):
         unpack(tmp_path / "out", tmp_path / "here")
     assert not (tmp_path / "here" / "stf-tiny-q2" / "best.pt").exists()
+
+
+def test_runs_share_parts_so_many_small_runs_cost_few_files(runs, tmp_path):
+    """The device's return channel allows 8 files: three runs of ~0.1 MiB must not take three."""
+    for name in ("stf-tiny-q3", "stf-tiny-q4"):
+        (runs / name).mkdir(exist_ok=True)
+        (runs / name / "best.pt").write_bytes((runs / "stf-tiny-q2" / "best.pt").read_bytes())
+    try:
+        index = pack(runs, tmp_path / "out", max_mib=1.0)
+        assert len(index["runs"]) == 3 and len(index["parts"]) == 1
+        restored = unpack(tmp_path / "out", tmp_path / "here")
+        assert [p.parent.name for p in restored] == ["stf-tiny-q2", "stf-tiny-q3", "stf-tiny-q4"]
+        assert len({p.read_bytes() for p in restored}) == 1
+    finally:
+        for name in ("stf-tiny-q3", "stf-tiny-q4"):
+            (runs / name / "best.pt").unlink()
+            (runs / name).rmdir()
 
 
 def test_command_line_round_trip(runs, tmp_path, capsys):
