@@ -176,9 +176,21 @@ def float_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
+#: Constant buffers whose value fp16 cannot hold: compressai's likelihood floor (1e-9) rounds to 0 in fp16, and
+#: a zero floor lets a training-mode forward pass (fine-tuning, the effort search) return an infinite rate.
+#: Coding never reads them (rANS uses the CDF tables), so restoring them changes no stream.
+FP16_LOST_CONSTANTS = ("likelihood_lower_bound.bound",)
+
+
+def with_model_constants(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` with :data:`FP16_LOST_CONSTANTS` taken from ``model`` (as constructed) instead of the file."""
+    own = model.state_dict()
+    return {k: (own[k].clone() if k.endswith(FP16_LOST_CONSTANTS) and k in own else v) for k, v in state.items()}
+
+
 def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None:
     """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed)."""
-    model.load_state_dict(float_state(state))
+    model.load_state_dict(with_model_constants(model, float_state(state)))
 
 
 def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:

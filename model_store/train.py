@@ -203,7 +203,9 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
         state = float_state(load_file(str(path)))
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    model.load_state_dict(state, strict=False)
+    from model_store.registry import with_model_constants
+
+    model.load_state_dict(with_model_constants(model, state), strict=False)
 
 
 def build_data(cfg: TrainConfig):

@@ -65,6 +65,14 @@ def test_stored_parameters_are_fp16_and_cdf_tables_int32(weights_root):
     assert cdfs and all(state[k].dtype == torch.int32 and state[k].numel() > 0 for k in cdfs)
 
 
+def test_loaded_weights_keep_the_likelihood_floor_fp16_cannot_store(weights_root):
+    """The effort search and fine-tuning run the entropy models' training pass on loaded weights: a floor of 0
+    (1e-9 in fp16) would let it return an infinite rate."""
+    model = load_codec("stf-tiny", 1, root=weights_root).model
+    floors = [v.item() for k, v in model.state_dict().items() if k.endswith("likelihood_lower_bound.bound")]
+    assert len(floors) == 2 and floors == pytest.approx([1e-9, 1e-9])
+
+
 def test_loading_does_not_recompute_cdf_tables(weights_root, monkeypatch):
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 

@@ -209,3 +209,19 @@ def test_training_stops_when_every_step_is_non_finite(image_dirs, tmp_path, monk
     poison_loss(monkeypatch, bad_calls=set(range(1, 10)))
     with pytest.raises(FloatingPointError, match="2 steps in a row"):
         train(tiny_config(image_dirs, tmp_path / "diverged", steps=5))
+
+
+def test_fine_tuning_from_fp16_weights_keeps_the_likelihood_floor(tmp_path):
+    """fp16 rounds compressai's 1e-9 likelihood floor to 0; a fine-tune that loaded that 0 could see an infinite
+    rate (it did: zigzag initialised from STF's fp16 weights started at bpp = inf, and STF diverged on a GPU)."""
+    from model_store.train import load_weights_only
+
+    torch.manual_seed(0)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in create_model("zigzag", "tiny", 3).state_dict().items()}
+    assert state["gaussian_conditional.likelihood_lower_bound.bound"].item() == 0
+    torch.save({"model": state}, tmp_path / "fp16.pt")
+    model = create_model("zigzag", "tiny", 3)
+    load_weights_only(model, str(tmp_path / "fp16.pt"))
+    floors = [v.item() for k, v in model.state_dict().items() if k.endswith("likelihood_lower_bound.bound")]
+    assert len(floors) == 2 and floors == pytest.approx([1e-9, 1e-9])
+    assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items() if k.startswith("g_a."))
