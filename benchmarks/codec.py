@@ -4,6 +4,7 @@ the same run on the same machine.
 
     python benchmarks/codec.py [--presets small tiny] [--archs stf tic ...] [--repeats 3] [--threads 2]
     python benchmarks/codec.py --device cuda --batch 8 --out benchmarks/results/codec_cuda
+    python benchmarks/codec.py --from-log DEVICE.log --device cuda --batch 8 --out ...   # table from a run's log
 
 Each codec runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own. Results go to
 ``benchmarks/results/codec.json`` and ``benchmarks/results/codec.md`` with ratios against mbt2018-mean.
@@ -154,18 +155,26 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=1, help="also measure N images coded together (images/s)")
     p.add_argument("--out", default=str(RESULTS / "codec"))
+    p.add_argument("--references", nargs="*", default=[REFERENCE, "compressai:cheng2020-attn"],
+                   help="CompressAI models measured alongside (cheng2020-attn's serial context is slow on any device)")
+    p.add_argument("--from-log", default=None,
+                   help="rebuild the report from the 'SPEC {result}' lines a run printed (e.g. a device call's log; "
+                        "the last block of such lines counts)")  # fmt: skip
     args = p.parse_args()
+    if args.from_log:
+        write_report(results_from_log(Path(args.from_log).read_text()), args)
+        return
     if args.child:
         child(args.child, args.quality, args.repeats, args.threads, args.device, args.batch)
         return
 
     from model_store.architectures.registry import presets
 
-    specs = [REFERENCE, "compressai:cheng2020-attn"]
+    specs = list(dict.fromkeys([REFERENCE] + args.references))
     for preset in presets():
         if preset.name in args.presets and (args.archs is None or preset.arch in args.archs):
             specs.append(preset.key)
-    results = {}
+    results: dict = {}
     for spec in specs:
         quality = args.quality
         if not spec.startswith("compressai:"):
@@ -177,16 +186,35 @@ def main() -> None:
         results[spec] = run_child(spec, quality, args.repeats, args.threads, args.timeout, args.device, args.batch)
         results[spec]["quality"] = quality
         print(spec, results[spec], flush=True)
-    ref = results[REFERENCE]
+        write_report(results, args)  # after every codec: a run cut short (a device call's limit) keeps what it measured
+    print("\n".join(markdown_table(results, args)))
+
+
+def results_from_log(text: str) -> dict:
+    """``{spec: result}`` from the lines ``SPEC {...}`` that :func:`main` prints; a spec printed twice keeps the
+    later line, and a new block starts when the reference appears again (one run's numbers, never mixed)."""
+    import ast
+    import re
+
+    results: dict = {}
+    for line in text.splitlines():
+        m = re.match(r"^(compressai:\S+|\w+-\w+) (\{.*\})$", line.strip())
+        if m:
+            if m.group(1) == REFERENCE:
+                results = {}
+            results[m.group(1)] = ast.literal_eval(m.group(2))
+    return results
+
+
+def write_report(results: dict, args) -> None:
+    ref = results.get(REFERENCE, {"error": "not measured"})
     for r in results.values():
         if "error" not in r and "error" not in ref:
             r["enc_vs_mbt2018_mean"] = r["enc_s"] / ref["enc_s"]
             r["dec_vs_mbt2018_mean"] = r["dec_s"] / ref["dec_s"]
     report = timing_report(args.threads, args.repeats, results)
     report["device"] = args.device
-    lines = markdown_table(results, args)
-    write_results(Path(args.out), report, "\n".join(lines))
-    print("\n".join(lines))
+    write_results(Path(args.out), report, "\n".join(markdown_table(results, args)))
 
 
 def markdown_table(results: dict, args) -> list:

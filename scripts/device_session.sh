@@ -7,7 +7,8 @@
 #
 # PLAN has one run a line: NAME ARCH PRESET QUALITY INIT|- [flags...] ('#' starts a comment). The runs train side
 # by side on the one GPU (small presets leave most of an H100/H200 idle when alone), each time-boxed to MINUTES
-# (--max-minutes: its lr decay follows the clock). Meanwhile the CUDA portability tests run. Then:
+# (--max-minutes: its lr decay follows the clock). The CUDA portability tests run first, alone (next to eight
+# trainings they needed over 200 s and were cut after 14 of 21). Then:
 #   - every run still alive MINUTES + 1 min after the start is stopped (its best.pt stays);
 #   - every run's best.pt is packed (model_store.transfer: fp16, shared parts under 15.9 MiB, sha256 index);
 #   - $OUT/logs.txt gathers the GPU, the tests and each run's last lines;
@@ -41,6 +42,12 @@ if command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 > runs/gpu_util.txt 2>&1 &
 fi
 
+if [[ "$DEVICE" == cuda ]]; then
+    timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_portability.py \
+        > runs/cuda_tests.txt 2>&1
+    echo "exit status $?" >> runs/cuda_tests.txt
+fi
+
 names=() pids=()
 deadline=$((SECONDS + $(awk -v m="$MINUTES" 'BEGIN { print int(m * 60) + 60 }')))
 while read -r name arch preset quality init flags; do
@@ -52,12 +59,6 @@ while read -r name arch preset quality init flags; do
         --device "$DEVICE" --max-minutes "$MINUTES" "${init_flag[@]}" "$@" $flags > "runs/$name.log" 2>&1 &
     names+=("$name") pids+=($!)
 done < "$PLAN"
-
-if [[ "$DEVICE" == cuda ]]; then
-    timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_portability.py \
-        > runs/cuda_tests.txt 2>&1
-    echo "exit status $?" >> runs/cuda_tests.txt
-fi
 
 alive() { for pid in "${pids[@]}"; do kill -0 "$pid" 2> /dev/null && return 0; done; return 1; }
 while ((SECONDS < deadline)) && alive; do sleep 5; done
@@ -77,7 +78,7 @@ done
 if ((BENCH_S > 0)); then
     section "benchmarks/codec.py --device $DEVICE"
     timeout "$BENCH_S" $PY benchmarks/codec.py --device "$DEVICE" --batch 8 --repeats 3 --threads 4 --timeout 60 \
-        --out runs/codec_cuda >> "$LOGS" 2>&1
+        --references compressai:mbt2018-mean --out runs/codec_cuda >> "$LOGS" 2>&1
     cp runs/codec_cuda.json "$OUT/" 2> /dev/null
 fi
 section "done"
