@@ -33,8 +33,13 @@ def test_every_shipped_file_matches_its_manifest_digest():
             assert registry.sha256_file(entry.path) == entry.sha256
 
 
-def test_default_model_reconstructs_a_validation_photo(image):
-    model = registry.default_model()
+def test_tracked_weights_stay_within_the_repository_budget():
+    total = sum(p.stat().st_size for p in registry.WEIGHTS_ROOT.rglob("*.safetensors"))
+    assert total <= registry.WEIGHTS_BUDGET_MIB * 2**20
+
+
+@pytest.mark.parametrize("model", sorted(SHIPPED))
+def test_every_shipped_model_reconstructs_a_validation_photo(image, model):
     results = []
     for q in SHIPPED[model]:
         codec = load_codec(model, q)
