@@ -367,7 +367,7 @@ def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Opt
         path = Path(ckpt_path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         model = create_model(arch, preset, quality)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(registry.with_model_constants(model, ckpt["model"]))  # a transferred ckpt is fp16
         models[quality] = model.eval()
         cfg_path = path.parent / "config.json"
         recipe["runs"][str(quality)] = {
