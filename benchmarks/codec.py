@@ -219,7 +219,9 @@ def write_report(results: dict, args) -> None:
 
 def markdown_table(results: dict, args) -> list:
     on_gpu, batched = args.device == "cuda", args.batch > 1
-    extra = (["peak GPU MiB"] if on_gpu else []) + ([f"enc img/s @{args.batch}", f"dec img/s @{args.batch}"] if batched else [])
+    extra = ["peak GPU MiB"] if on_gpu else []
+    if batched:
+        extra += [f"enc img/s @{args.batch}", f"dec img/s @{args.batch}"]
     head = ["codec", "params (M)", "encode s", "decode s", "enc / mbt2018-mean", "dec / mbt2018-mean", "peak RSS MiB"]
     lines = [
         f"# Codec speed, {W}x{H}, {args.device}, {args.threads} CPU threads, best of {args.repeats} (random init)",
@@ -232,7 +234,8 @@ def markdown_table(results: dict, args) -> list:
             lines.append(f"| {spec} | error: {r['error']} |" + " |" * (len(head) + len(extra) - 2))
             continue
         cells = [spec, f"{r['params'] / 1e6:.2f}", f"{r['enc_s']:.3f}", f"{r['dec_s']:.3f}",
-                 f"{r.get('enc_vs_mbt2018_mean', float('nan')):.2f}", f"{r.get('dec_vs_mbt2018_mean', float('nan')):.2f}",
+                 f"{r.get('enc_vs_mbt2018_mean', float('nan')):.2f}",
+                 f"{r.get('dec_vs_mbt2018_mean', float('nan')):.2f}",
                  f"{r['peak_rss_mib']:.0f}"]  # fmt: skip
         if on_gpu:
             cells.append(f"{r.get('peak_gpu_mib', float('nan')):.0f}")

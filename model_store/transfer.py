@@ -6,7 +6,8 @@
 Why: the device returns at most 8 files of 16 MiB each, and a training checkpoint (float32 weights + two Adam
 states) is ~4x the size of the weights. ``pack`` keeps what export and fine-tuning need (the model state as fp16,
 the step, the validation loss) from each run's ``best.pt``, the run's config in its index, and cuts all runs, one
-after another, into as few parts under the size cap as they fit (the channel also counts files); ``unpack`` joins the parts, checks their sha256 (a part lost or cut on the way is
+after another, into as few parts under the size cap as they fit (the channel also counts files); ``unpack`` joins
+the parts, checks their sha256 (a part lost or cut on the way is
 an error, never a silently broken checkpoint) and writes ``<run>/best.pt`` that :func:`model_store.train.export` and
 ``--init-from`` accept. The optimiser state is dropped on purpose: a transferred run is exported or fine-tuned,
 not resumed bit for bit.

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import natural_image
+from test_codec_contract import ARCHS, tiny_codec
 
 from model_store.architectures.base import total_bpp
 from model_store.codec import image_to_tensor, load_codec, pad_to_multiple
 from model_store.image_io import open_image
 from model_store.refine import EFFORTS, RefineConfig, _differentiable_rate
-from test_codec_contract import ARCHS, tiny_codec
 
 ASSETS = Path(__file__).parent / "assets"
 

@@ -217,7 +217,8 @@ def test_fine_tuning_from_fp16_weights_keeps_the_likelihood_floor(tmp_path):
     from model_store.train import load_weights_only
 
     torch.manual_seed(0)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in create_model("zigzag", "tiny", 3).state_dict().items()}
+    fresh = create_model("zigzag", "tiny", 3).state_dict()
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in fresh.items()}
     assert state["gaussian_conditional.likelihood_lower_bound.bound"].item() == 0
     torch.save({"model": state}, tmp_path / "fp16.pt")
     model = create_model("zigzag", "tiny", 3)
