@@ -6,13 +6,15 @@
 Writes ``tests/assets/golden/<model>-<version>-q<Q>.lic`` (the stream), ``.png`` (what it decodes to today) and an
 entry in ``golden.json`` with the latent's sha256; ``tests/test_golden_streams.py`` then holds every later
 release to decoding it the same. Run it once per new weights file a release ships. The source is a fixed 48x64
-crop of a validation asset (small streams, a real photo), the same crop every earlier entry used.
+crop of a validation asset (small streams, a real photo), the same crop every earlier entry used. The weights come
+from ``$LIC_WEIGHTS_ROOT`` when set (scripts/release.sh sets it), else model_store/weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Tuple
@@ -56,7 +58,8 @@ def make_case(entry: registry.WeightsEntry) -> Tuple[dict, bytes, bytes]:
 
 def add(model: str, quality: int) -> dict:
     """Freeze the newest installed release of (model, quality)."""
-    case, stream, decoded = make_case(registry.resolve(model, quality))
+    root = Path(os.environ.get("LIC_WEIGHTS_ROOT") or registry.WEIGHTS_ROOT)
+    case, stream, decoded = make_case(registry.resolve(model, quality, root=root))
     cases = json.loads((GOLDEN / "golden.json").read_text())
     if any(existing["stream"] == case["stream"] for existing in cases):
         raise SystemExit(f"{case['stream']} is already golden: a golden stream is never regenerated")
