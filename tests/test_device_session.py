@@ -48,3 +48,16 @@ def test_a_plan_trains_side_by_side_and_comes_back_in_few_files(tmp_path):
     assert "===== run a-stf" in logs and "===== run b-tic" in logs
     restored = unpack(out, tmp_path / "back")
     assert [p.parent.name for p in restored] == ["a-stf", "b-tic"]
+
+
+@pytest.mark.parametrize("plan", sorted((ROOT / "scripts" / "device_plans").glob("*.txt")), ids=lambda p: p.name)
+def test_every_committed_plan_names_real_presets_and_qualities(plan):
+    """A plan is read on a machine that costs by the minute: a typo there (ERSTC has no quality 8) is a lost run."""
+    from model_store.architectures.registry import get_preset
+
+    rows = [line.split() for line in plan.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert rows, "empty plan"
+    assert len({row[0] for row in rows}) == len(rows), "run names must be unique"
+    for name, arch, preset, quality, init, *flags in rows:
+        assert int(quality) in get_preset(arch, preset).lambdas, f"{name}: {arch}-{preset} has no quality {quality}"
+        assert init == "-" or init.startswith((".device/", "runs/", "model_store/")), f"{name}: init {init}"
