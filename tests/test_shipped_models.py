@@ -39,6 +39,19 @@ def test_tracked_weights_stay_within_the_repository_budget():
 
 
 @pytest.mark.parametrize("model", sorted(SHIPPED))
+def test_every_quality_ladder_rises_on_the_whole_validation_set(model):
+    """A client who asks for a higher quality gets more bits AND a better picture: a release whose q7 is as good as
+    its q8 at fewer bits would sell q8 for nothing. Read from the RD points each manifest records (measured by
+    model_store.eval on the 10 validation photos when the version shipped)."""
+    entries = [registry.resolve(model, q) for q in SHIPPED[model]]
+    assert all(e.rd for e in entries), f"{model}: a shipped quality has no measured RD point"
+    bpp = [e.rd["bpp"] for e in entries]
+    quality_db = [e.rd["psnr"] for e in entries]
+    assert all(a < b for a, b in zip(bpp, bpp[1:])), f"{model}: bpp {bpp}"
+    assert all(a + 0.05 < b for a, b in zip(quality_db, quality_db[1:])), f"{model}: PSNR {quality_db}"
+
+
+@pytest.mark.parametrize("model", sorted(SHIPPED))
 def test_every_shipped_model_reconstructs_a_validation_photo(image, model):
     results = []
     for q in SHIPPED[model]:
