@@ -102,3 +102,21 @@ def test_the_library_decoder_also_picks_the_weights_a_stream_names(two_versions)
         codec = codec_of(two_versions, version, 1)
         stream = codec.compress(open_image(png(16, 16)))
         assert codec_for_stream(stream, root=two_versions).identity.digest == codec.identity.digest
+
+
+def test_after_the_default_model_changes_streams_of_the_old_default_still_decode():
+    """The shipped default moved from wacnn-small to tic-small (v2): a server started with the new default serves
+    only tic-small, yet every wacnn-small stream its users stored decodes, with the weights that made it."""
+    shipped = registry.shipped_models()
+    default = registry.default_model()
+    others = sorted(set(shipped) - {default})
+    if not others:
+        pytest.skip("only one shipped model")
+    old = ImageCodec.from_entry(registry.resolve(others[0], shipped[others[0]][0]))
+    stream = old.compress(open_image(png(48, 64)))
+    with running(registry.WEIGHTS_ROOT, models={default: [shipped[default][0]]}, legacy_instances=1) as server:
+        models = httpx.get(server.url + "/v1/models").json()
+        r = decompress(server.url, stream)
+    assert others[0] not in str(models)  # not served...
+    assert r.status_code == 200, r.text  # ...but decoded
+    assert np.array_equal(open_image(r.content), old.decompress(stream))
