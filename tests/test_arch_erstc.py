@@ -16,6 +16,7 @@ from model_store.architectures.erstc import (
     ERSTC_MSSSIM_LAMBDAS,
     ERSTC_PAPER_HIGH,
     ERSTC_PAPER_LOW,
+    ERSTC_SMALL_LAMBDAS,
     ERSTC_TINY,
     PAPER_PARAMETER_COUNTS,
     _paper_config,
@@ -113,12 +114,21 @@ def test_presets_carry_the_paper_lambda_tables_and_rate_dependent_widths():
     assert (
         dict(paper.lambdas) == ERSTC_LAMBDAS == {1: 0.0016, 2: 0.0032, 3: 0.0075, 4: 0.015, 5: 0.023, 6: 0.03, 7: 0.045}
     )
+    assert dict(get_preset("erstc", "tiny").lambdas) == ERSTC_LAMBDAS
     for name in ("paper", "small", "tiny"):
         preset = get_preset("erstc", name)
-        assert dict(preset.lambdas) == ERSTC_LAMBDAS
+        assert {q: preset.lambdas[q] for q in range(1, 8)} == ERSTC_LAMBDAS  # the paper's seven points, unchanged
         assert dict(preset.extra["lambdas_msssim"]) == ERSTC_MSSSIM_LAMBDAS == {1: 6, 2: 12, 3: 40, 4: 80, 5: 120}
     assert get_preset("erstc", "small").departures
     assert [_paper_config(q).N for q in range(1, 8)] == [128, 128, 128, 192, 192, 192, 192]
+
+
+def test_small_preset_extends_the_ladder_towards_one_bpp_and_says_so():
+    """A CPU-sized ERSTC reaches ~0.6 bpp at the paper's top λ: the small preset adds TIC's λ 0.0932 and 0.18."""
+    small = get_preset("erstc", "small")
+    assert small.qualities == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert dict(small.lambdas) == ERSTC_SMALL_LAMBDAS and (small.lambdas[8], small.lambdas[9]) == (0.0932, 0.18)
+    assert "qualities 8 and 9" in small.departures
 
 
 # -- SwinV2 -----------------------------------------------------------------------------------------------------------
