@@ -65,6 +65,10 @@ class TrainConfig:
     #: export use the averaged weights: small noisy batches (CPU) move the raw weights around a minimum by more
     #: than the late lr decay can settle. 0.999 averages over ~1,000 steps.
     ema: float = 0.0
+    #: Training stand-in for rounding: "noise" (every reference's proxy) or, where the architecture implements it
+    #: (``training_quantizers``), "mixed": noise for the rate, straight-through rounding for what the synthesis
+    #: and the context see (``entropy.causal_context.CausalContextCoding``).
+    quantizer: str = "noise"
     threads: int = 0  # torch intra-op threads on CPU (0: leave the default)
     workers: int = 1
     eval_every: int = 500
@@ -240,6 +244,11 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.amp and not amp:
         print(f"--amp ignored: {device} has no native bf16 (it would be emulated, slower than float32)", file=sys.stderr)
     model = create_model(cfg.arch, cfg.preset, cfg.quality).to(device)
+    if cfg.quantizer not in model.training_quantizers:
+        raise ValueError(
+            f"--quantizer {cfg.quantizer}: {cfg.arch} trains with {', '.join(model.training_quantizers)} only"
+        )
+    model.training_quantizer = cfg.quantizer
     main_params, aux_params = split_parameters(model)
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, make_entropy_models
 from model_store.codec import ImageCodec, ModelIdentity
+from model_store.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +101,35 @@ def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_codec() -> ImageCodec:
     return make_tiny_codec()
+
+
+# -- training runs -----------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def image_dirs(tmp_path):
+    """A train folder of three synthetic photos and a val folder of one."""
+    for split, count in (("train", 3), ("val", 1)):
+        folder = tmp_path / split
+        folder.mkdir()
+        for i in range(count):
+            Image.fromarray(natural_image(96, 128, seed=i)).save(folder / f"{i}.png")
+    return tmp_path
+
+
+def tiny_config(image_dirs, out, steps) -> TrainConfig:
+    """A few-step tiny-STF run on ``image_dirs`` (override fields with ``dataclasses.replace``)."""
+    return TrainConfig(
+        arch="stf",
+        preset="tiny",
+        quality=2,
+        out=str(out),
+        train_dir=str(image_dirs / "train"),
+        val_dir=str(image_dirs / "val"),
+        steps=steps,
+        batch_size=2,
+        crop=64,
+        workers=0,
+        eval_every=2,
+        ckpt_every=1,
+        warmup_steps=1,
+        threads=1,
+    )

@@ -206,7 +206,7 @@ def test_wavefront_parameters_match_the_parallel_masked_forward(tiny):
         z_hat = canon.entropy_bottleneck.decompress(canon.entropy_bottleneck.compress(z), z.shape[-2:]).double()
         recorder = _RecordingEncoder(canon.gaussian_conditional)
         y_hat = canon.code_latent(y64, z_hat, recorder, tuple(y.shape[1:]))
-        scales, means = canon._gaussian_params(canon.h_s(z_hat), y_hat)
+        scales, means = canon.entropy_params_map(canon.h_s(z_hat), y_hat)
     m, h, w = y.shape[1:]
     coded_scales = torch.zeros(h * w, m, dtype=torch.float64)
     coded_means = torch.zeros(h * w, m, dtype=torch.float64)

@@ -8,42 +8,12 @@ import math
 
 import pytest
 import torch
-from conftest import natural_image
-from PIL import Image
+from conftest import natural_image, tiny_config
 
 from model_store import registry
 from model_store.architectures.registry import create_model, get_preset
 from model_store.codec import load_codec
 from model_store.train import TrainConfig, amp_supported, build_data, export, lr_at, train, validate
-
-
-@pytest.fixture()
-def image_dirs(tmp_path):
-    for split, count in (("train", 3), ("val", 1)):
-        folder = tmp_path / split
-        folder.mkdir()
-        for i in range(count):
-            Image.fromarray(natural_image(96, 128, seed=i)).save(folder / f"{i}.png")
-    return tmp_path
-
-
-def tiny_config(image_dirs, out, steps) -> TrainConfig:
-    return TrainConfig(
-        arch="stf",
-        preset="tiny",
-        quality=2,
-        out=str(out),
-        train_dir=str(image_dirs / "train"),
-        val_dir=str(image_dirs / "val"),
-        steps=steps,
-        batch_size=2,
-        crop=64,
-        workers=0,
-        eval_every=2,
-        ckpt_every=1,
-        warmup_steps=1,
-        threads=1,
-    )
 
 
 def test_learning_rate_warms_up_then_decays_late():

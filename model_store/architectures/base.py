@@ -69,6 +69,11 @@ class LearnedImageCodec(CompressionModel):
     #: Sub-module names the encoder/decoder need besides the heavy transforms; the canonical float64 copy keeps
     #: everything except these heavy ones.
     heavy_modules: Tuple[str, ...] = ("g_a", "g_s")
+    #: How training mode stands in for rounding. Only ``rate_forward`` reads it; an architecture lists the modes
+    #: it implements in ``training_quantizers`` ("noise" is each reference's own proxy). Not part of the weights:
+    #: ``model_store.train --quantizer`` sets it on the model it trains.
+    training_quantizer: str = "noise"
+    training_quantizers: Tuple[str, ...] = ("noise",)
 
     latent_channels: int
     hyper_channels: int

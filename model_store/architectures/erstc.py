@@ -56,7 +56,7 @@ Choices the paper leaves open, and how they are resolved here
 * Training quantisation (``forward``): as TIC: ``ŷ`` for the context and g_s is y + U(-½, ½) noise in training and
   ``round(y)`` in eval mode; the likelihoods come from the GaussianConditional (noise around μ); ``ẑ`` from the
   EntropyBottleneck. The coded ``ŷ`` is ``round(y - μ) + μ``, so it is within ½ of y and within 1 of the eval-mode
-  ``round(y)`` (tested).
+  ``round(y)`` (tested). Like TIC, ``--quantizer mixed`` trains g_s on the coded ``ŷ`` instead (straight-through).
 * Padding: the paper's windows tile exactly when the image is a multiple of 128 (window 4 at H/32 in h_a);
   ``pad_multiple`` is 128 for the paper preset. Blocks zero-pad to their window internally for other sizes.
 * λ (loss ``λ·255²·MSE + bpp``): {0.0016, 0.0032, 0.0075, 0.015, 0.023, 0.03, 0.045} for qualities 1-7 (the
@@ -76,9 +76,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 from compressai.models.utils import conv, deconv
-from torch import Tensor, nn
+from torch import nn
 
-from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, make_entropy_models
+from model_store.architectures.base import LearnedImageCodec, make_entropy_models
 from model_store.architectures.registry import Preset, register
 from model_store.entropy.causal_context import CausalContextCoding
 from model_store.layers.cam import CausalAttentionModule
@@ -297,22 +297,6 @@ class ERSTC(CausalContextCoding, LearnedImageCodec):
                 if isinstance(module, ResidualSwinV2Group):
                     for block in module.blocks:
                         block.zero_init_post_norms()
-
-    # -- training ------------------------------------------------------------------------------------------------
-    def _gaussian_params(self, hyper: Tensor, y_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        params = self.entropy_parameters(torch.cat((hyper, self.context_prediction(y_hat)), dim=1))
-        scales, means = params.chunk(2, 1)
-        return scales, means
-
-    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        hyper = self.h_s(z_hat)
-        # TIC: noise in training, plain rounding in eval, for the context and the synthesis.
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
-        scales, means = self._gaussian_params(hyper, y_hat)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
 
 # -- presets ----------------------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ Choices the paper leaves open, and how the reference code resolves them (followe
   likelihood term uses ``GaussianConditional(y, σ, μ)`` (its own noise in training). Real coding quantises
   ``round(y - μ) + μ`` instead, so an eval forward's latent differs from the decoded one by less than 1 per
   element; fed the decoded latent, the forward's CAM gives the coder's (σ, μ) to float tolerance (tests).
+  That is the default; ``model_store.train --quantizer mixed`` trains g_s on ``round(y - μ) + μ`` instead
+  (straight-through; :class:`~model_store.entropy.causal_context.CausalContextCoding` says how).
 * Padding: images are padded to a multiple of 64 (latent stride 16 x the 4x hyper stride). The latent need not be a
   multiple of the window 8: like the original Swin code, each block zero-pads its input (after LayerNorm) to a
   window multiple and crops back (:mod:`model_store.layers.swin`). The reference instead requires exact tiling
@@ -73,11 +75,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple
 
-import torch
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from model_store.architectures.base import LearnedImageCodec, likelihoods_dict, make_entropy_models
+from model_store.architectures.base import LearnedImageCodec, make_entropy_models
 from model_store.architectures.registry import Preset, register
 from model_store.entropy.causal_context import CausalContextCoding
 from model_store.layers.cam import CausalAttentionModule
@@ -220,21 +221,6 @@ class TIC(CausalContextCoding, LearnedImageCodec):
         self.apply(init_transformer_weights)
 
     # -- training ---------------------------------------------------------------------------------------------------
-    def entropy_params_map(self, hyper: Tensor, y_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        """(scales, means) of every latent position at once from ``h_s(ẑ)`` and a decoded latent (masked CAM)."""
-        params = self.entropy_parameters(torch.cat([hyper, self.context_prediction(y_hat)], dim=1))
-        scales, means = params.chunk(2, dim=1)
-        return scales, means
-
-    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Noise proxy in training mode, plain rounding in eval (see the module docstring)."""
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        hyper = self.h_s(z_hat)
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
-        scales, means = self.entropy_params_map(hyper, y_hat)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
 
 # -- presets -----------------------------------------------------------------------------------------------------------

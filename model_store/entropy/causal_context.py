@@ -10,12 +10,13 @@ activations).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
+from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from model_store.architectures.base import LatentPayload, Shape
+from model_store.architectures.base import LatentPayload, Shape, likelihoods_dict
 from model_store.entropy.coding import (
     CANONICAL_DTYPE,
     GaussianSymbolCoder,
@@ -43,7 +44,41 @@ __all__ = [
 
 
 class CausalContextCoding:
-    """Mixin: ``code_latent`` for hyperprior + CAM context models (see the module docstring)."""
+    """Mixin: the training rate path and ``code_latent`` for hyperprior + CAM context models (module docstring).
+
+    Training quantisation (``training_quantizer``, set by ``model_store.train --quantizer``):
+
+    * ``"noise"`` (the reference code's, and the default): the latent fed to the context model and to g_s is
+      ``y + U(-½, ½)`` in training and ``round(y)`` in eval.
+    * ``"mixed"`` (Minnen & Singh 2020, as ELIC and later codecs train): the rate term keeps the noise proxy, but
+      g_s gets ``round(y - μ) + μ`` with a straight-through gradient, which is exactly what the decoder hands it,
+      and the context model gets ``round(y)`` (straight-through; μ is not known before the context runs). The
+      synthesis then trains on the values it will see instead of noisy ones.
+
+    Either way the likelihood term is ``GaussianConditional(y, σ, μ)`` with its own noise in training.
+    """
+
+    training_quantizers: Tuple[str, ...] = ("noise", "mixed")
+
+    def entropy_params_map(self, hyper: Tensor, y_hat: Tensor) -> Tuple[Tensor, Tensor]:
+        """(scales, means) of every latent position at once from ``h_s(ẑ)`` and a decoded latent (masked CAM)."""
+        params = self.entropy_parameters(torch.cat([hyper, self.context_prediction(y_hat)], dim=1))
+        scales, means = params.chunk(2, dim=1)
+        return scales, means
+
+    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        hyper = self.h_s(z_hat)
+        mixed = self.training and self.training_quantizer == "mixed"
+        if mixed:
+            context_input = quantize_ste(y)
+        else:
+            context_input = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        scales, means = self.entropy_params_map(hyper, context_input)
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        y_hat = quantize_ste(y - means) + means if mixed else context_input
+        return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
     def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
         """Code ŷ one wavefront (all positions with equal ``3i + j``) at a time: ``3H + W - 3`` coder calls."""
