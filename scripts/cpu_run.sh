@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Start one time-boxed CPU fine-tune detached, niced, on one core (the recipe the CPU runs in the README use):
+#   scripts/cpu_run.sh OUT ARCH QUALITY INIT_CHECKPOINT [extra model_store.train flags...]
+# e.g. scripts/cpu_run.sh runs/s10-tic-q7m tic 7 runs/s9-tic-q8/best.pt --quantizer mixed
+# Progress: runs/OUT/log.jsonl (the .log next to it is the progress bar). Run it again to resume (last.pt wins).
+# Env: MINUTES (box, default 50), PY (default .venv/bin/python), PRESET (default small).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 4 ]; then
+    sed -n '2,7p' "$0" >&2
+    exit 2
+fi
+OUT=$1 ARCH=$2 QUALITY=$3 INIT=$4
+shift 4
+PY=${PY:-.venv/bin/python}
+mkdir -p "$(dirname "$OUT")"
+OMP_NUM_THREADS=1 setsid nohup nice -n 19 "$PY" -m model_store.train --arch "$ARCH" --preset "${PRESET:-small}" \
+    --quality "$QUALITY" --out "$OUT" --init-from "$INIT" --lr 3e-4 --warmup-steps 200 --max-minutes "${MINUTES:-50}" \
+    --batch-size 8 --crop 128 --threads 1 --workers 0 --steps 40000 --decay-at 0.8 --eval-every 500 \
+    --ckpt-every 250 --max-val-images 4 --amp "$@" > "$OUT.log" 2>&1 &
+echo "started $OUT (pid $!): tail runs' log.jsonl for progress"
