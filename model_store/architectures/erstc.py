@@ -328,7 +328,8 @@ register(
         lambdas=ERSTC_SMALL_LAMBDAS,
         build=lambda q: ERSTC(ERSTC_SMALL),
         description="ERSTC for a laptop CPU: 64/96 channels at every quality",
-        departures="qualities 8 and 9 (λ 0.0932, 0.18, TIC's top two) extend the paper's seven; N/M = 64/96 at every quality (paper: 128/192 and 192/320); no SwinV2 group at stride 2 and "
+        departures="qualities 8 and 9 (λ 0.0932, 0.18, TIC's top two) extend the paper's seven; N/M = 64/96 at "
+        "every quality (paper: 128/192 and 192/320); no SwinV2 group at stride 2 and "
         "(1, 2) blocks at strides 4/8 (paper: 1, 2, 3); heads (4, 4), hyper heads 4, MLP ratio 2 (paper 4); feature "
         "enhancement 8 channels with 2-conv dense blocks of growth 4 (paper: 64 channels, 5 convs, growth 32); CAM "
         "with 4 heads and MLP ratio 2 (paper: 16, 4)",
