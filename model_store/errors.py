@@ -68,3 +68,13 @@ class LimitExceededError(ModelStoreError):
     """A size announced by a header or an image is above a configured limit."""
 
     code = "limit_exceeded"
+
+
+class UncodableLatentError(ModelStoreError):
+    """The model produced latent values the entropy coder cannot represent (not finite, or absurdly large).
+
+    Shipped weights never do this on 8-bit images; a diverged or broken model does, and compressai's rANS coder
+    would loop forever on such a symbol rather than fail, so the codec refuses before coding.
+    """
+
+    code = "uncodable_latent"

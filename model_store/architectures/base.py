@@ -37,6 +37,7 @@ from model_store.entropy.coding import (
     GaussianSymbolCoder,
     GaussianSymbolDecoder,
     GaussianSymbolEncoder,
+    check_codable,
 )
 
 Shape = Tuple[int, int, int]
@@ -117,22 +118,30 @@ class LearnedImageCodec(CompressionModel):
     # -- real bitstreams (called on the canonical CPU float64 copy, one image at a time) -------------------------
     def compress_latent(self, y: Tensor) -> LatentPayload:
         """Entropy-code one image's latent ``y`` of shape ``(1, C, H, W)``."""
+        return self.compress_latent_and_reconstruct(y)[0]
+
+    def compress_latent_and_reconstruct(self, y: Tensor) -> Tuple[LatentPayload, Tensor]:
+        """``compress_latent`` plus the ``y_hat`` every decoder of the payload will reconstruct (the coding loop
+        gives both sides the same values, so the encoder knows it without decoding; training validates on it)."""
         if y.dim() != 4 or y.size(0) != 1:
             raise ValueError(f"compress_latent codes one image at a time, got shape {tuple(y.shape)}")
         y = y.to(CANONICAL_DTYPE)
+        check_codable(y, "the latent y")
         z = self.hyper_analysis(y)
+        check_codable(z, "the hyper-latent z")
         z_string = self.entropy_bottleneck.compress(z)[0]
         z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
         encoder = GaussianSymbolEncoder(self.gaussian_conditional)
         y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
-        self.code_latent(y, z_hat, encoder, y_shape)
-        return LatentPayload(
+        y_hat = self.code_latent(y, z_hat, encoder, y_shape)
+        payload = LatentPayload(
             z_string=z_string,
             y_string=encoder.finish(),
             z_shape=tuple(z.shape[1:]),  # type: ignore[arg-type]
             y_shape=y_shape,
             index_crc=encoder.index_crc,
         )
+        return payload, y_hat
 
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         """Decode ``y_hat`` of shape ``(1, *y_shape)``; raises CoderMismatchError if coder inputs diverged."""

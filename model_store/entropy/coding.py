@@ -30,7 +30,7 @@ from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import GaussianConditional
 from torch import Tensor
 
-from model_store.errors import CoderMismatchError
+from model_store.errors import CoderMismatchError, UncodableLatentError
 
 CANONICAL_DTYPE = torch.float64
 """Precision of the entropy-parameter path on both sides of the channel."""
@@ -58,6 +58,20 @@ class _CdfTables:
         bounded = self.gaussian.lower_bound_scale(scales)
         table = self.gaussian.scale_table[:-1].to(bounded.dtype)
         return torch.searchsorted(table, bounded.contiguous(), side="left").to(torch.int32)
+
+
+#: Largest |symbol| the codec will hand to the rANS coder. A trained model's centred latents stay within a few
+#: hundred; beyond 2**30 compressai's escape coding overflows int32 and never terminates (NaN casts to INT_MIN),
+#: so anything near that is a broken model, refused with a typed error instead of a hang.
+SYMBOL_LIMIT = 2.0**20
+
+
+def check_codable(values: Tensor, what: str) -> None:
+    """Raise UncodableLatentError unless every value is finite and within ``SYMBOL_LIMIT``."""
+    if values.numel() and not bool((values.abs() <= SYMBOL_LIMIT).all()):  # NaN compares false: caught too
+        raise UncodableLatentError(
+            f"{what} has non-finite values or values beyond +/-{SYMBOL_LIMIT:g}: the model is broken or diverged"
+        )
 
 
 def _crc_indexes(crc: int, indexes: Tensor) -> int:
@@ -101,6 +115,7 @@ class GaussianSymbolEncoder:
             raise ValueError("the encoder needs the latent values y")
         indexes = self._tables.indexes(scales)
         centred = y if means is None else y - means
+        check_codable(centred, "the latent")
         symbols = torch.round(centred).to(torch.int32)
         self._symbols.extend(symbols.reshape(-1).tolist())
         self._indexes.extend(indexes.reshape(-1).tolist())
