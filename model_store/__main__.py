@@ -2,7 +2,7 @@
 
     python -m model_store list [--json]          architectures, presets, qualities, which have shipped weights
     python -m model_store params [--json]        parameter count of every architecture x preset
-    python -m model_store compress IN.png OUT.bin [--model NAME] [--quality Q] [--effort E]
+    python -m model_store compress IN.png OUT.bin [--model NAME] [--quality Q] [--effort E] [--format-version V]
     python -m model_store decompress IN.bin OUT.png   (model, quality and size are read from the container)
 """
 
@@ -70,6 +70,7 @@ def _compress(args) -> int:
 
     image = open_image(Path(args.input))
     codec = load_codec(args.model, args.quality)
+    codec.format_version = args.format_version
     t0 = time.perf_counter()
     data = codec.compress(image, effort=args.effort)
     elapsed = time.perf_counter() - t0
@@ -121,6 +122,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         choices=sorted(EFFORTS),
         default=0,
         help="encoder effort: >0 searches for a better latent (smaller/better stream, same decoder, slower)",
+    )
+    from model_store.container import FORMAT_VERSION, WRITABLE_VERSIONS
+
+    p.add_argument(
+        "--format-version",
+        type=int,
+        choices=WRITABLE_VERSIONS,
+        default=FORMAT_VERSION,
+        help="container version to write (default: the newest; an older one for decoders not yet upgraded)",
     )
     p.set_defaults(func=_compress)
     p = sub.add_parser("decompress", help="bitstream -> image file (PNG, or by extension WebP/JPEG)")

@@ -87,8 +87,14 @@ class ImageCodec:
         limits: ImageLimits = ImageLimits(),
         batch_invariant: bool = True,
         lmbda: Optional[float] = None,
+        format_version: int = container.FORMAT_VERSION,
     ):
+        if format_version not in container.WRITABLE_VERSIONS:
+            raise ValueError(f"format version {format_version} cannot be written (known: {container.WRITABLE_VERSIONS})")
         self.identity = identity
+        #: the container version streams are written in: the newest by default; an older one while some decoders
+        #: in a fleet have not been upgraded yet (every decoder reads every older version)
+        self.format_version = format_version
         #: the λ the weights were trained for: what encoder-side refinement (``effort``) optimises
         self.lmbda = lmbda
         self.batch_invariant = batch_invariant
@@ -163,7 +169,7 @@ class ImageCodec:
             coder_crc=payload.index_crc,
             payload_crc=0,
         )
-        return container.pack(header, [payload.z_string, payload.y_string])
+        return container.pack(header, [payload.z_string, payload.y_string], version=self.format_version)
 
     def compress_batch(self, images: Sequence[np.ndarray], effort: int = 0) -> List[bytes]:
         """Streams for same-sized images; ``effort`` > 0 searches for better latents first (slower encoding,
@@ -205,7 +211,7 @@ class ImageCodec:
                 f"stream was made by {header.model_id} q{header.quality}; "
                 f"this codec is {self.identity.model_id} q{self.identity.quality}"
             )
-        if header.weights_digest != self.identity.digest:
+        if not header.names_weights(self.identity.digest):
             raise WeightsMismatchError(
                 f"stream was made by {header.model_id} q{header.quality} with weights "
                 f"{header.weights_digest.hex()[:12]}…, loaded weights are {self.identity.digest.hex()[:12]}…"

@@ -142,14 +142,32 @@ def resolve(model: Optional[str], quality: int, root: Path = WEIGHTS_ROOT) -> We
     return index[model][quality]
 
 
+#: the shortest sha256 prefix a lookup accepts (container format 2 stores 8 bytes)
+MIN_DIGEST_PREFIX = 8
+
+
 def find_by_digest(digest: bytes, root: Path = WEIGHTS_ROOT) -> Optional[WeightsEntry]:
-    """The entry, of any version on disk, whose weights hash to ``digest`` (how old streams find old weights)."""
+    """The entry, of any version on disk, whose weights hash to ``digest`` (how old streams find old weights).
+
+    ``digest`` is a full sha256 or a prefix of at least 8 bytes, as a stream header carries it. Versions that keep
+    a file (``stored_in``) share its digest and its weights, so any of them serves; two *different* files under
+    one prefix would be ambiguous and raise instead of picking one.
+    """
+    if len(digest) < MIN_DIGEST_PREFIX:
+        raise ValueError(f"a weights digest prefix needs at least {MIN_DIGEST_PREFIX} bytes, got {len(digest)}")
+    found: Optional[WeightsEntry] = None
     for versions in _all_versions(root).values():
         for entries in versions.values():
             for entry in entries.values():
-                if entry.digest == digest:
-                    return entry
-    return None
+                if entry.digest.startswith(digest):
+                    if found is not None and found.digest != entry.digest:
+                        raise WeightsFileError(
+                            f"weights digest prefix {digest.hex()} names two installed files "
+                            f"({found.model_id} {found.version} q{found.quality}, "
+                            f"{entry.model_id} {entry.version} q{entry.quality}); install one of them only"
+                        )
+                    found = found or entry
+    return found
 
 
 def sha256_file(path: Path) -> str:

@@ -33,10 +33,12 @@ SOURCE = "tests/assets/val_citrus_384x256.png"
 ROWS, COLS = (100, 148), (200, 264)
 
 
-def make_case(entry: registry.WeightsEntry) -> Tuple[dict, bytes, bytes]:
-    """(golden.json entry, stream, decoded PNG) for one installed weights file; deterministic, so the committed
-    entries can be checked against it."""
-    codec = ImageCodec.from_entry(entry)
+def make_case(
+    entry: registry.WeightsEntry, format_version: int = container.FORMAT_VERSION
+) -> Tuple[dict, bytes, bytes]:
+    """(golden.json entry, stream, decoded PNG) for one installed weights file, written in ``format_version`` (the
+    newest by default); deterministic, so the committed entries can be checked against it."""
+    codec = ImageCodec.from_entry(entry, format_version=format_version)
     image = open_image(ROOT / SOURCE)[ROWS[0] : ROWS[1], COLS[0] : COLS[1]]
     stream = codec.compress(image)
     header = container.parse_header(stream)
@@ -49,7 +51,7 @@ def make_case(entry: registry.WeightsEntry) -> Tuple[dict, bytes, bytes]:
         "model": entry.model_id,
         "weights_version": entry.version,
         "quality": entry.quality,
-        "weights_sha256": header.weights_digest.hex(),
+        "weights_sha256": entry.digest.hex(),  # the whole sha256, whatever part of it the header stores
         "latent_sha256": hashlib.sha256(y_hat.numpy().astype(np.float32).tobytes()).hexdigest(),
         "source": f"{SOURCE} rows {ROWS[0]}:{ROWS[1]}, cols {COLS[0]}:{COLS[1]}",
     }

@@ -158,7 +158,7 @@ _COMPRESS_DOC = {
 }
 _COMPRESS_RESPONSES = {
     200: {
-        "description": "the bitstream (container v1, see model_store/container.py)",
+        "description": "the bitstream (container format 2, or any older format, see model_store/container.py)",
         "content": {media.BITSTREAM: _BINARY},
         "headers": {
             **_RESULT_HEADERS,

@@ -103,7 +103,11 @@ class ModelPool:
             t0 = time.monotonic()
             try:
                 codec = ImageCodec.from_entry(
-                    inst.entry, device=inst.device, limits=self.limits, batch_invariant=self.settings.batch_invariant
+                    inst.entry,
+                    device=inst.device,
+                    limits=self.limits,
+                    batch_invariant=self.settings.batch_invariant,
+                    format_version=self.settings.stream_format_version,
                 )
                 image = warm_up_image(codec.pad_multiple)
                 if codec.decompress(codec.compress(image)).shape != image.shape:
@@ -159,7 +163,7 @@ class ModelPool:
     def served_for_stream(self, header: StreamHeader) -> Optional[Instance]:
         """The warm instance whose weights made this stream, if one is served (503 while it is loading)."""
         inst = self.instances.get((header.model_id, header.quality))
-        if inst is None or inst.entry.digest != header.weights_digest:
+        if inst is None or not header.names_weights(inst.entry.digest):
             return None
         return self._ready(inst)
 

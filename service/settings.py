@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from model_store import registry
+from model_store.container import FORMAT_VERSION
 from model_store.refine import MAX_EFFORT
 
 SETTINGS_FILE_ENV = "LIC_SETTINGS_FILE"
@@ -139,6 +140,13 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="torch intra-op threads inside each coding thread; images are coded in parallel, so more "
         "only oversubscribes the cores",
+    )
+    stream_format_version: int = Field(
+        default=FORMAT_VERSION,
+        ge=1,
+        le=FORMAT_VERSION,
+        description="container version /compress writes; pin the older one while a rollout still has decoders that "
+        "only read it (every decoder reads every older version)",
     )
     batch_invariant: bool = Field(
         default=True,

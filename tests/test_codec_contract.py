@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import natural_image
 
+from model_store import container
 from model_store.architectures.base import total_bpp
 from model_store.architectures.registry import architectures, create_model, get_preset
 from model_store.codec import ImageCodec, ModelIdentity
@@ -137,3 +138,20 @@ def test_mixed_precision_training_runs_only_the_transforms_in_bf16(arch):
     assert {p.dtype for p in out["likelihoods"].values()} == {torch.float32}
     total_bpp(out["likelihoods"], 2 * 64 * 64).backward()  # and the rate gradient reaches g_a through the cast
     assert all(p.grad is not None for p in model.g_a.parameters() if p.requires_grad)
+
+
+def test_cli_compresses_with_the_default_model_in_either_format_and_decompresses_from_the_header(tmp_path, capsys):
+    from model_store.__main__ import main
+    from model_store.image_io import encode_image, open_image
+
+    source = tmp_path / "in.png"
+    source.write_bytes(encode_image(natural_image(48, 64, seed=5), "PNG"))
+    for version in (1, 2):
+        stream = tmp_path / f"v{version}.bin"
+        assert main(["compress", str(source), str(stream), "--quality", "1", "--format-version", str(version)]) == 0
+        assert container.parse_header(stream.read_bytes()).version == version
+        assert main(["decompress", str(stream), str(tmp_path / f"v{version}.png")]) == 0
+    assert main(["compress", str(source), str(tmp_path / "default.bin"), "--quality", "1"]) == 0
+    assert (tmp_path / "default.bin").read_bytes() == (tmp_path / "v2.bin").read_bytes()
+    assert np.array_equal(open_image(tmp_path / "v1.png"), open_image(tmp_path / "v2.png"))
+    assert "-> " in capsys.readouterr().out

@@ -92,7 +92,7 @@ def test_header_describes_the_image(tiny_codec):
     header = container.parse_header(tiny_codec.compress(img))
     assert (header.height, header.width) == (77, 131)
     assert (header.pad_bottom, header.pad_right) == pad_amounts(77, 131, tiny_codec.pad_multiple)
-    assert header.model_id == "tiny-test" and header.weights_digest == bytes(range(32))
+    assert header.model_id == "tiny-test" and header.names_weights(bytes(range(32)))
     assert header.latent_shapes == ((4, 2, 3), (8, 8, 12))
 
 
@@ -129,3 +129,17 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding(tiny_codec):
 def test_images_of_different_sizes_cannot_share_an_analysis_batch(tiny_codec):
     with pytest.raises(ValueError, match="one size"):
         tiny_codec.compress_batch([natural_image(64, 64), natural_image(64, 80)])
+
+
+def test_an_encoder_pinned_to_the_older_format_writes_it_and_both_decode_alike(tiny_codec):
+    """A fleet upgrades its decoders first, with encoders pinned to version 1; the payloads do not change."""
+    img = natural_image(77, 131)
+    old = ImageCodec(tiny_codec.model, tiny_codec.identity, format_version=1)
+    v1, v2 = old.compress(img), tiny_codec.compress(img)
+    h1, h2 = container.parse_header(v1), container.parse_header(v2)
+    assert (h1.version, h2.version) == (1, container.FORMAT_VERSION) == (1, 2)
+    assert container.unpack(v1).payloads == container.unpack(v2).payloads
+    assert len(v1) - len(v2) == container.header_length(v1) - container.header_length(v2) > 30
+    assert np.array_equal(tiny_codec.decompress(v1), tiny_codec.decompress(v2))
+    with pytest.raises(ValueError, match="format version 3"):
+        ImageCodec(tiny_codec.model, tiny_codec.identity, format_version=3)

@@ -108,13 +108,36 @@ def test_resealed_headers_with_huge_or_inconsistent_fields_never_get_past_the_ch
     assert peak < 256 << 20  # bounded by the pixel limit, whatever the header claims
 
 
-def test_a_header_announcing_gigabytes_is_refused_before_any_allocation():
+def leb128(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def announcing_gigabytes(version: int) -> bytes:
+    """A real stream whose two payload lengths are rewritten to ~4 GiB each, header CRC resealed."""
     stream = container.unpack(harness.seed_streams()[2])
-    forged = bytearray(container.pack(stream.header, list(stream.payloads)))
-    hl = container.header_length(bytes(forged))
-    lengths_at = hl - 12 - 8  # the two uint32 payload lengths sit before the coder and payload CRCs
-    struct.pack_into("<II", forged, lengths_at, 0xFFFFFFF0, 0xFFFFFFF0)
-    struct.pack_into("<I", forged, hl - 4, zlib.crc32(bytes(forged[: hl - 4])))
+    header = dataclasses.replace(stream.header, weights_digest=harness.codec().identity.digest)  # v1 needs it whole
+    data = container.pack(header, list(stream.payloads), version=version)
+    hl = container.header_length(data)
+    crcs = hl - 12  # the payload lengths sit just before the coder and payload CRCs
+    if version == 1:
+        old, new = 8, struct.pack("<II", 0xFFFFFFF0, 0xFFFFFFF0)
+    else:
+        old, new = sum(len(leb128(n)) for n in stream.header.payload_lengths), leb128(0xFFFFFFF0) * 2
+    forged = bytearray(data[: crcs - old] + new + data[crcs:hl])
+    struct.pack_into("<H", forged, 6, len(forged))
+    struct.pack_into("<I", forged, len(forged) - 4, zlib.crc32(bytes(forged[:-4])))
+    return bytes(forged) + b"".join(stream.payloads)
+
+
+@pytest.mark.parametrize("version", container.WRITABLE_VERSIONS)
+def test_a_header_announcing_gigabytes_is_refused_before_any_allocation(version):
+    forged = announcing_gigabytes(version)
+    assert container.parse_header(forged).payload_lengths == (0xFFFFFFF0, 0xFFFFFFF0)  # the forgery parses
     tracemalloc.start()
     try:
         with pytest.raises(BitstreamError):

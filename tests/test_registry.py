@@ -121,3 +121,26 @@ def test_weights_locations_cannot_leave_the_model_folder(weights_root, field, va
     registry.refresh()
     with pytest.raises(WeightsFileError, match="plain name"):
         registry.resolve("stf-tiny", 1, root=weights_root)
+
+
+def test_weights_are_found_by_the_digest_prefix_a_stream_carries(weights_root):
+    entry = registry.resolve("stf-tiny", 2, root=weights_root)
+    assert registry.find_by_digest(entry.digest, root=weights_root) == entry
+    assert registry.find_by_digest(entry.digest[:8], root=weights_root) == entry  # format 2 stores 8 bytes
+    assert registry.find_by_digest(bytes(8), root=weights_root) is None
+    with pytest.raises(ValueError, match="at least 8 bytes"):
+        registry.find_by_digest(entry.digest[:4], root=weights_root)
+
+
+def test_a_prefix_naming_two_installed_files_is_refused_not_guessed(weights_root):
+    one, two = (registry.resolve("stf-tiny", q, root=weights_root) for q in (1, 2))
+    prefix = b"\xab" * 8
+    forged = {one.sha256: prefix.hex() + "00" * 24, two.sha256: prefix.hex() + "11" * 24}
+    for path in (weights_root / "stf-tiny" / "v1").glob("manifest.json"):
+        text = path.read_text()
+        for real, fake in forged.items():
+            text = text.replace(real, fake)
+        path.write_text(text)
+    registry.refresh()
+    with pytest.raises(WeightsFileError, match="names two installed files"):
+        registry.find_by_digest(prefix, root=weights_root)

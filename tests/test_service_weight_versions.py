@@ -120,3 +120,26 @@ def test_after_the_default_model_changes_streams_of_the_old_default_still_decode
     assert others[0] not in str(models)  # not served...
     assert r.status_code == 200, r.text  # ...but decoded
     assert np.array_equal(open_image(r.content), old.decompress(stream))
+
+
+def test_a_server_pinned_to_the_older_container_format_writes_it_and_reads_both(two_versions):
+    """LIC_STREAM_FORMAT_VERSION=1 while a rollout still has decoders that read only version 1."""
+    from model_store import container
+
+    image = png(32, 48)
+    current = codec_of(two_versions, "2", 1).compress(open_image(image))
+    with running(two_versions, stream_format_version=1) as server:
+        r = httpx.post(server.url + "/compress", params={"quality": 1}, content=image, headers={"Content-Type": "image/png"})
+        decoded_new = decompress(server.url, current)
+        decoded_old = decompress(server.url, r.content)
+    assert r.status_code == 200 and container.parse_header(r.content).version == 1
+    assert container.parse_header(current).version == container.FORMAT_VERSION == 2
+    assert container.unpack(r.content).payloads == container.unpack(current).payloads
+    assert decoded_new.status_code == decoded_old.status_code == 200 and decoded_new.content == decoded_old.content
+
+
+def test_a_format_version_no_decoder_reads_cannot_be_configured(two_versions):
+    from service.settings import ServiceSettings
+
+    with pytest.raises(ValueError, match="stream_format_version"):
+        ServiceSettings(weights_root=two_versions, stream_format_version=3)

@@ -73,4 +73,4 @@ def test_streams_name_the_shipped_weights(image):
     model = registry.default_model()
     q = SHIPPED[model][0]
     header = container.parse_header(load_codec(model, q).compress(image))
-    assert header.model_id == model and header.weights_digest == registry.resolve(model, q).digest
+    assert header.model_id == model and header.names_weights(registry.resolve(model, q).digest)
