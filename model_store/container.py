@@ -120,7 +120,7 @@ class Stream:
     payloads: Tuple[bytes, ...]
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
     """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on every byte but the last."""
     out = bytearray()
     while True:
@@ -171,11 +171,11 @@ def pack(header: StreamHeader, payloads: List[bytes], version: int = FORMAT_VERS
     else:
         body += struct.pack("<B", len(model)) + model + digest[:DIGEST_PREFIX_SIZE] + struct.pack("<B", header.quality)
         for value in (header.height, header.width, header.pad_bottom, header.pad_right):
-            body += _varint(value)
+            body += encode_varint(value)
         body += struct.pack("<B", len(header.latent_shapes))
         for shape in header.latent_shapes:
-            body += b"".join(_varint(v) for v in shape)
-        body += struct.pack("<B", len(payloads)) + b"".join(_varint(len(p)) for p in payloads)
+            body += b"".join(encode_varint(v) for v in shape)
+        body += struct.pack("<B", len(payloads)) + b"".join(encode_varint(len(p)) for p in payloads)
     payload_bytes = b"".join(payloads)
     body += struct.pack("<II", header.coder_crc & 0xFFFFFFFF, zlib.crc32(payload_bytes))
     header_len = _FIXED_PREFIX.size + len(body) + 4

@@ -108,15 +108,6 @@ def test_resealed_headers_with_huge_or_inconsistent_fields_never_get_past_the_ch
     assert peak < 256 << 20  # bounded by the pixel limit, whatever the header claims
 
 
-def leb128(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def announcing_gigabytes(version: int) -> bytes:
     """A real stream whose two payload lengths are rewritten to ~4 GiB each, header CRC resealed."""
     stream = container.unpack(harness.seed_streams()[2])
@@ -127,7 +118,8 @@ def announcing_gigabytes(version: int) -> bytes:
     if version == 1:
         old, new = 8, struct.pack("<II", 0xFFFFFFF0, 0xFFFFFFF0)
     else:
-        old, new = sum(len(leb128(n)) for n in stream.header.payload_lengths), leb128(0xFFFFFFF0) * 2
+        varint = container.encode_varint
+        old, new = sum(len(varint(n)) for n in stream.header.payload_lengths), varint(0xFFFFFFF0) * 2
     forged = bytearray(data[: crcs - old] + new + data[crcs:hl])
     struct.pack_into("<H", forged, 6, len(forged))
     struct.pack_into("<I", forged, len(forged) - 4, zlib.crc32(bytes(forged[:-4])))
