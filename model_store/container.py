@@ -50,7 +50,7 @@ weights, too many pixels, inconsistent shapes) from the header alone, before it 
 network. The weights digest makes a stream from other weights a clear error instead of a garbage image, and the
 coder CRC turns any divergence between encoder and decoder arithmetic into an error as well.
 
-Compatibility promise: a version-N decoder reads every version <= N (parsers are kept in ``_PARSERS``); a new
+Compatibility promise: a version-N decoder reads every version <= N (``READABLE_VERSIONS``, one parser for all); a new
 field means a new version, never a reinterpretation of an old one. Encoders can still write every version
 (``pack(..., version=1)``), so a fleet can roll out a new decoder everywhere before any encoder writes its format.
 """
@@ -60,7 +60,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import List, Tuple
 
 from model_store.errors import BitstreamError, TruncatedStreamError, UnsupportedVersionError
 
@@ -147,8 +147,8 @@ def _check_ranges(header: StreamHeader, payloads: List[bytes]) -> None:
 def pack(header: StreamHeader, payloads: List[bytes], version: int = FORMAT_VERSION) -> bytes:
     """Serialise a header and its payloads as format ``version`` (the header's lengths and payload CRC are filled
     in here). ``weights_digest`` is the full sha256, or for version 2 also its 8-byte prefix."""
-    if version not in _PARSERS:
-        raise ValueError(f"cannot write format version {version} (known: {sorted(_PARSERS)})")
+    if version not in WRITABLE_VERSIONS:
+        raise ValueError(f"cannot write format version {version} (known: {WRITABLE_VERSIONS})")
     model = header.model_id.encode("ascii")
     if not 1 <= len(model) <= MAX_MODEL_ID:
         raise ValueError(f"model id must be 1..{MAX_MODEL_ID} ASCII bytes")
@@ -279,13 +279,8 @@ def _parse(data: bytes, header_len: int, version: int) -> StreamHeader:
     )
 
 
-#: every format version this decoder reads (the compatibility promise: never remove one)
-_PARSERS: Dict[int, Callable[[bytes, int], StreamHeader]] = {
-    1: lambda data, header_len: _parse(data, header_len, 1),
-    2: lambda data, header_len: _parse(data, header_len, 2),
-}
-#: what ``pack`` can write (every version it can read)
-WRITABLE_VERSIONS = tuple(sorted(_PARSERS))
+#: every format version this decoder reads (the compatibility promise: never remove one); ``pack`` writes them all
+WRITABLE_VERSIONS = READABLE_VERSIONS = (1, 2)
 
 
 def parse_header(data: bytes) -> StreamHeader:
@@ -298,9 +293,9 @@ def parse_header(data: bytes) -> StreamHeader:
     magic, version, flags, header_len = _FIXED_PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise BitstreamError("not a learned-image-codec stream (bad magic)")
-    if version not in _PARSERS:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedVersionError(
-            f"format version {version} is not supported (this decoder reads {sorted(_PARSERS)})"
+            f"format version {version} is not supported (this decoder reads {list(READABLE_VERSIONS)})"
         )
     if flags != 0:
         raise BitstreamError(f"unknown header flags 0x{flags:02x}")
@@ -311,7 +306,7 @@ def parse_header(data: bytes) -> StreamHeader:
     (stored_crc,) = struct.unpack_from("<I", data, header_len - 4)
     if zlib.crc32(data[: header_len - 4]) != stored_crc:
         raise BitstreamError("header CRC mismatch: the header is damaged")
-    return _PARSERS[version](data, header_len)
+    return _parse(data, header_len, version)
 
 
 def header_length(data: bytes) -> int:

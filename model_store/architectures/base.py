@@ -126,9 +126,8 @@ class LearnedImageCodec(CompressionModel):
         if y.dim() != 4 or y.size(0) != 1:
             raise ValueError(f"compress_latent codes one image at a time, got shape {tuple(y.shape)}")
         y = y.to(CANONICAL_DTYPE)
-        check_codable(y, "the latent y")
         z = self.hyper_analysis(y)
-        check_codable(z, "the hyper-latent z")
+        check_codable(z, "the hyper-latent z")  # y itself is checked, centred, by the symbol encoder
         z_string = self.entropy_bottleneck.compress(z)[0]
         z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
         encoder = GaussianSymbolEncoder(self.gaussian_conditional)
