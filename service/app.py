@@ -41,7 +41,7 @@ from service.errors import (
 from service.integrity import check_content_digest, digest_header
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ServiceMetrics
-from service.middleware import MetricsMiddleware, RequestContextMiddleware
+from service.middleware import AdmissionMiddleware, MetricsMiddleware, RequestContextMiddleware
 from service.pipeline import COMPRESS, DECOMPRESS, CodecService, RequestContext, Timings
 from service.settings import ServiceSettings, load_settings
 
@@ -364,6 +364,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, service=service)  # decided on arrival, before any await
     app.add_middleware(RequestContextMiddleware)  # outermost: its request id covers everything below
 
     tokens = TokenStore(
@@ -437,7 +438,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
-        with service.admitted(), limiter.hold(client), ExitStack() as held:
+        service.admitted(request.scope.get("state", {}))
+        with limiter.hold(client), ExitStack() as held:
             deadline = _deadline(settings, x_request_timeout)
             _check_effort(settings, effort)
             inst = service.pool.get(model, quality)
@@ -493,7 +495,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
-        with service.admitted(), limiter.hold(client), ExitStack() as held:
+        service.admitted(request.scope.get("state", {}))
+        with limiter.hold(client), ExitStack() as held:
             deadline = _deadline(settings, x_request_timeout)
             content_type, fmt = media.negotiate_image_type(accept)
             declared = media.media_type(request.headers.get("content-type"))

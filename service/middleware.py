@@ -2,8 +2,10 @@
 
 Pure ASGI (no ``BaseHTTPMiddleware``) so streaming bodies and client disconnects pass through untouched::
 
-    client ─▶ RequestContextMiddleware ─▶ MetricsMiddleware ─▶ FastAPI routes
-                 │ X-Request-ID: the caller's (if sane) or a new one; logged with every line of the request
+    client ─▶ RequestContextMiddleware ─▶ AdmissionMiddleware ─▶ MetricsMiddleware ─▶ FastAPI routes
+                 │ X-Request-ID: the caller's      │ arrived before a drain began? then it is
+                 │ (if sane) or a new one; logged   │ in flight and served through the drain
+                 │ with every line of the request   │ (the handlers refuse the others: 503)
                  │ security headers on every response; one access-log line per request
 """
 
@@ -14,11 +16,14 @@ import re
 import time
 import uuid
 from contextvars import ContextVar
-from typing import Dict, Iterable, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Tuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from service.pipeline import CodecService
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -99,6 +104,24 @@ class RequestContextMiddleware:
                 extra={"client_name": scope["state"].get("client", "-")},
             )
             request_id_var.reset(token)
+
+
+class AdmissionMiddleware:
+    """Records, the moment a request arrives, whether the server was already draining (``CodecService.arrival``).
+
+    It runs before the first ``await`` of the request, so a request counted in flight is never refused by a drain
+    that began while it waited for the event loop.
+    """
+
+    def __init__(self, app: ASGIApp, service: "CodecService"):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.service.arrival(scope.setdefault("state", {})):
+            await self.app(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -36,6 +36,9 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 
+#: key in the request's ASGI state: whether it arrived before the drain began (see ``CodecService.arrival``)
+ADMITTED = "admitted_before_drain"
+
 COMPRESS, DECOMPRESS = "compress", "decompress"
 
 #: metric stage -> Server-Timing metric name
@@ -161,18 +164,31 @@ class CodecService:
                 executor.shutdown(wait=False, cancel_futures=True)
 
     @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Count a request as in flight, or refuse it while draining."""
-        if self.draining:
-            raise Draining(
-                "the server is shutting down; retry on another instance",
-                {"Retry-After": str(self.settings.retry_after_s)},
-            )
+    def arrival(self, state: dict) -> Iterator[None]:
+        """Decide when a request *arrives* whether it is served through a drain, and count it in flight until it is
+        answered.
+
+        Deciding later (when the handler starts) lost requests: under load a request the server had already taken
+        in could reach its handler after SIGTERM and get 503 although it was in flight when the drain began. Only
+        requests that arrive while draining are refused (by :meth:`admitted`).
+        """
+        state[ADMITTED] = not self.draining
+        if not state[ADMITTED]:
+            yield
+            return
         self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
+
+    def admitted(self, state: dict) -> None:
+        """Refuse (503 ``draining``) a request that arrived while the server was draining."""
+        if not state.get(ADMITTED, not self.draining):  # no decision recorded: decide now
+            raise Draining(
+                "the server is shutting down; retry on another instance",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
 
     def reserve(self, inst: Instance, op: str):
         """A slot on the path of ``op`` for ``inst`` (429 ``queue_full`` when it is full); hold it until answered."""

@@ -128,6 +128,37 @@ def test_a_draining_server_refuses_new_work_and_finishes_what_is_in_flight(weigh
         assert in_flight["r"].status_code == 200
 
 
+def test_a_request_taken_in_before_the_drain_is_served_even_if_its_handler_runs_after_the_drain_began(
+    weights_root, monkeypatch
+):
+    """Under CPU load a request can wait for the event loop between arriving and reaching its handler; SIGTERM in
+    that gap must not turn it into a 503 (CI once lost one of 24 in-flight requests exactly so)."""
+    from service.pipeline import CodecService
+
+    drain_began = threading.Event()
+    decide = CodecService.admitted
+
+    def handler_reached_late(self, state):
+        drain_began.wait(10)  # holds the event loop like a busy machine would, until the drain has begun
+        return decide(self, state)
+
+    monkeypatch.setattr(CodecService, "admitted", handler_reached_late)
+    with running(weights_root) as server:
+        answers = {}
+        worker = threading.Thread(target=lambda: answers.setdefault("r", post_image(server.url, timeout=30)))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while server.service.in_flight == 0:  # counted on arrival, before the handler ran
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        server.service.begin_drain()
+        drain_began.set()
+        worker.join(30)
+        assert answers["r"].status_code == 200
+        late = post_image(server.url)
+        assert late.status_code == 503 and late.json()["code"] == "draining"
+
+
 @pytest.mark.slow
 def test_sigterm_under_load_finishes_every_accepted_request_then_exits_cleanly(weights_root):
     """The real entry point: 24 requests in flight when SIGTERM arrives all get their stream; requests that come
