@@ -105,8 +105,8 @@ def test_the_library_decoder_also_picks_the_weights_a_stream_names(two_versions)
 
 
 def test_after_the_default_model_changes_streams_of_the_old_default_still_decode():
-    """The shipped default moved from wacnn-small to tic-small (v2): a server started with the new default serves
-    only tic-small, yet every wacnn-small stream its users stored decodes, with the weights that made it."""
+    """The shipped default has moved (wacnn-small, then tic-small v2, then erstc-small v3): a server started with the
+    current default serves only it, yet a stream of another shipped model decodes, with the weights that made it."""
     shipped = registry.shipped_models()
     default = registry.default_model()
     others = sorted(set(shipped) - {default})
