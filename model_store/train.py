@@ -24,11 +24,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from model_store.architectures.base import LearnedImageCodec, total_bpp
@@ -241,7 +242,28 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     from model_store.registry import with_model_constants
 
-    model.load_state_dict(with_model_constants(model, state), strict=False)
+    result = model.load_state_dict(with_model_constants(model, state), strict=False)
+    grown = start_new_blocks_as_identity(model, set(result.missing_keys))
+    if grown:
+        print(f"{len(grown)} blocks absent from {path} start as identity: {', '.join(grown)}", file=sys.stderr)
+
+
+def start_new_blocks_as_identity(model: nn.Module, missing_keys: Set[str]) -> List[str]:
+    """Make every block that the init checkpoint had no weights for (all of its parameters missing) an identity,
+    when the block knows how (``start_as_identity``); returns their names.
+
+    This is what lets a deeper sibling start from a trained shallower model (``tic_plus-small`` from
+    ``tic-small``: same widths, more Swin blocks per stage) at exactly the shallower model's rate-distortion, and
+    fine-tune from there instead of from a wrecked start. A checkpoint of the same architecture misses nothing,
+    so this changes nothing for it.
+    """
+    grown = []
+    for name, module in model.named_modules():
+        params = [f"{name}.{p}" for p, _ in module.named_parameters()]
+        if hasattr(module, "start_as_identity") and params and all(p in missing_keys for p in params):
+            module.start_as_identity()
+            grown.append(name)
+    return grown
 
 
 def build_data(cfg: TrainConfig):

@@ -196,3 +196,32 @@ def test_fine_tuning_from_fp16_weights_keeps_the_likelihood_floor(tmp_path):
     floors = [v.item() for k, v in model.state_dict().items() if k.endswith("likelihood_lower_bound.bound")]
     assert len(floors) == 2 and floors == pytest.approx([1e-9, 1e-9])
     assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items() if k.startswith("g_a."))
+
+
+def test_a_deeper_sibling_starts_from_a_shallower_model_at_the_same_function(tmp_path):
+    """``tic_plus`` fine-tuned from ``tic`` weights: the Swin blocks tic lacks start as identity, so the grown model
+    computes exactly what the trained one did (random new blocks would throw that training away)."""
+    from model_store.train import load_weights_only
+
+    torch.manual_seed(0)
+    shallow = create_model("tic", "tiny", 3).eval()
+    torch.save({"model": shallow.state_dict()}, tmp_path / "tic.pt")
+    deep = create_model("tic_plus", "tiny", 3)
+    load_weights_only(deep, str(tmp_path / "tic.pt"))
+    deep.eval()
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in shallow.parameters())
+
+    x = natural_image(64, 64)
+    x = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        a, b = shallow(x), deep(x)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    for key in a["likelihoods"]:
+        assert torch.equal(a["likelihoods"][key], b["likelihoods"][key])
+
+    # and the new blocks are trainable parameters, not frozen zeros: one step moves them
+    deep.train()
+    out = deep(x)
+    (out["x_hat"] - x).pow(2).mean().backward()
+    grown = deep.g_a[1].residual_group.blocks[1]  # tic-tiny has one block in its first Swin stage
+    assert grown.attn.proj.weight.grad.abs().sum() > 0

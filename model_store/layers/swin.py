@@ -330,6 +330,19 @@ class SwinTransformerBlock(nn.Module):
         x = x + self.drop_path(y.reshape(b, n, c))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+    @torch.no_grad()
+    def start_as_identity(self) -> None:
+        """Zero the output projections of both residual branches, so the block passes its input through unchanged.
+
+        Why: growing a trained model deeper (``tic`` -> ``tic_plus``: more blocks per stage, everything else equal)
+        keeps the trained function only if the new blocks start as identity; random ones would wreck it. Pre-norm
+        makes this exact: each branch's output is ``proj(...)``/``fc2(...)``, so zero weights and biases give
+        ``x + 0 + 0``. Gradients still reach the zeroed layers (their inputs are not zero), so the blocks learn.
+        """
+        for layer in (self.attn.proj, self.mlp.fc2):
+            layer.weight.zero_()
+            layer.bias.zero_()
+
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
