@@ -231,6 +231,12 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
 
     Shipped weights are a valid base because a fresh machine has no ``runs/``: fine-tuning a new quality from the
     installed release is the cheapest start there is. Optimiser state is never carried over (new λ, new run).
+
+    The checkpoint may come from a sibling architecture: what the two share by name and shape is loaded, what the
+    model has in addition starts as identity where it can (deeper Swin stages: ``start_new_blocks_as_identity``)
+    or as initialised, and parameters whose shapes differ are left as initialised; both are reported. E.g.
+    ``stf-small`` from ``wacnn-small``: the same hyperprior and channel-conditional entropy model (77 % of its
+    parameters), only the Swin transforms g_a/g_s to learn.
     """
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -242,25 +248,43 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     from model_store.registry import with_model_constants
 
+    own = dict(model.named_parameters())
+    reshaped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    state = {k: v for k, v in state.items() if k not in reshaped}
     result = model.load_state_dict(with_model_constants(model, state), strict=False)
+    if reshaped:
+        modules = sorted({k.split(".")[0] for k in reshaped})
+        print(f"{len(reshaped)} parameters of other shapes in {path} left as initialised ({', '.join(modules)})",
+              file=sys.stderr)
+    new_params = [k for k in own if k in result.missing_keys]
+    if new_params:
+        modules = sorted({k.split(".")[0] for k in new_params})
+        print(f"{len(new_params)} parameters absent from {path} ({', '.join(modules)})", file=sys.stderr)
     grown = start_new_blocks_as_identity(model, set(result.missing_keys))
     if grown:
         print(f"{len(grown)} blocks absent from {path} start as identity: {', '.join(grown)}", file=sys.stderr)
 
 
 def start_new_blocks_as_identity(model: nn.Module, missing_keys: Set[str]) -> List[str]:
-    """Make every block that the init checkpoint had no weights for (all of its parameters missing) an identity,
-    when the block knows how (``start_as_identity``); returns their names.
+    """Make every block that the init checkpoint had no weights for (all of its parameters missing), in a stage it
+    did have blocks of, an identity when the block knows how (``start_as_identity``); returns their names.
 
     This is what lets a deeper sibling start from a trained shallower model (``tic_plus-small`` from
     ``tic-small``: same widths, more Swin blocks per stage) at exactly the shallower model's rate-distortion, and
     fine-tune from there instead of from a wrecked start. A checkpoint of the same architecture misses nothing,
     so this changes nothing for it.
     """
+    loaded = [k for k, _ in model.named_parameters() if k not in missing_keys]
     grown = []
     for name, module in model.named_modules():
         params = [f"{name}.{p}" for p, _ in module.named_parameters()]
-        if hasattr(module, "start_as_identity") and params and all(p in missing_keys for p in params):
+        stage = name.rpartition(".")[0] + "."  # the block list it belongs to
+        if (
+            hasattr(module, "start_as_identity")
+            and params
+            and all(p in missing_keys for p in params)
+            and any(k.startswith(stage) for k in loaded)  # the stage is deeper, not new: new stages learn from init
+        ):
             module.start_as_identity()
             grown.append(name)
     return grown

@@ -225,3 +225,38 @@ def test_a_deeper_sibling_starts_from_a_shallower_model_at_the_same_function(tmp
     (out["x_hat"] - x).pow(2).mean().backward()
     grown = deep.g_a[1].residual_group.blocks[1]  # tic-tiny has one block in its first Swin stage
     assert grown.attn.proj.weight.grad.abs().sum() > 0
+
+
+def test_a_sibling_shares_what_matches_by_name_and_shape(tmp_path, capsys):
+    """``stf-small`` from a ``wacnn-small`` checkpoint: the hyperprior and entropy model they share are loaded, the
+    transforms that differ keep their initialisation, and the run says so instead of failing on the shapes."""
+    from model_store.train import load_weights_only
+
+    torch.manual_seed(0)
+    wacnn = create_model("wacnn", "small", 3)
+    torch.save({"model": wacnn.state_dict()}, tmp_path / "wacnn.pt")
+    stf = create_model("stf", "small", 3)
+    before = {k: v.clone() for k, v in stf.state_dict().items()}
+    load_weights_only(stf, str(tmp_path / "wacnn.pt"))
+
+    ours, theirs = dict(stf.named_parameters()), dict(wacnn.named_parameters())
+    shared = [k for k in ours if k in theirs and ours[k].shape == theirs[k].shape]
+    assert any(k.startswith("cc_mean_transforms") for k in shared) and any(k.startswith("h_a") for k in shared)
+    for k in shared:
+        assert torch.equal(ours[k], theirs[k]), k
+    for k in ours:
+        if k.startswith(("g_a", "g_s")) and k not in shared:
+            assert torch.equal(ours[k], before[k]), k
+    assert "234 parameters absent from" in capsys.readouterr().err  # g_a/g_s: their names differ between the two
+
+
+def test_parameters_of_another_shape_are_left_as_initialised_not_an_error(tmp_path, capsys):
+    """The tiny presets' hyperpriors differ in width: those parameters keep their initialisation."""
+    from model_store.train import load_weights_only
+
+    torch.save({"model": create_model("wacnn", "tiny", 3).state_dict()}, tmp_path / "wacnn.pt")
+    stf = create_model("stf", "tiny", 3)
+    before = stf.h_a[0].weight.clone()
+    load_weights_only(stf, str(tmp_path / "wacnn.pt"))
+    assert torch.equal(stf.h_a[0].weight, before)
+    assert "of other shapes" in capsys.readouterr().err
