@@ -251,16 +251,16 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
     own = dict(model.named_parameters())
     reshaped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     state = {k: v for k, v in state.items() if k not in reshaped}
-    result = model.load_state_dict(with_model_constants(model, state), strict=False)
+    missing = set(model.load_state_dict(with_model_constants(model, state), strict=False).missing_keys)
     if reshaped:
         modules = sorted({k.split(".")[0] for k in reshaped})
         print(f"{len(reshaped)} parameters of other shapes in {path} left as initialised ({', '.join(modules)})",
               file=sys.stderr)
-    new_params = [k for k in own if k in result.missing_keys]
+    new_params = [k for k in own if k in missing]
     if new_params:
         modules = sorted({k.split(".")[0] for k in new_params})
         print(f"{len(new_params)} parameters absent from {path} ({', '.join(modules)})", file=sys.stderr)
-    grown = start_new_blocks_as_identity(model, set(result.missing_keys))
+    grown = start_new_blocks_as_identity(model, missing)
     if grown:
         print(f"{len(grown)} blocks absent from {path} start as identity: {', '.join(grown)}", file=sys.stderr)
 
