@@ -283,7 +283,7 @@ def write_model_version(
             raise UnknownModelError(f"{model_id} {old_version} has no q{quality} to reuse")
         qualities[str(quality)] = {
             "file": old.path.name,
-            "stored_in": old_version,
+            "stored_in": old.path.parent.name,  # where the file lives: @v3 of a file v3 kept from v1 is v1
             "sha256": old.sha256,
             "bytes": old.path.stat().st_size,
             "lambda": old.lmbda,
