@@ -201,6 +201,7 @@ def test_fine_tuning_from_fp16_weights_keeps_the_likelihood_floor(tmp_path):
 def test_a_deeper_sibling_starts_from_a_shallower_model_at_the_same_function(tmp_path):
     """``tic_plus`` fine-tuned from ``tic`` weights: the Swin blocks tic lacks start as identity, so the grown model
     computes exactly what the trained one did (random new blocks would throw that training away)."""
+    from model_store.codec import image_to_tensor
     from model_store.train import load_weights_only
 
     torch.manual_seed(0)
@@ -211,8 +212,7 @@ def test_a_deeper_sibling_starts_from_a_shallower_model_at_the_same_function(tmp
     deep.eval()
     assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in shallow.parameters())
 
-    x = natural_image(64, 64)
-    x = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255
+    x = image_to_tensor(natural_image(64, 64))[None]
     with torch.no_grad():
         a, b = shallow(x), deep(x)
     assert torch.equal(a["x_hat"], b["x_hat"])
