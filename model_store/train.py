@@ -2,6 +2,7 @@
 
     python -m model_store.train --arch stf --preset small --quality 3 --steps 20000 --out runs/stf-small-q3
     python -m model_store.train ... --init-from runs/stf-small-q3/last.pt     # fine-tune another λ from a base
+    python -m model_store.train --arch stf ... --init-from W.safetensors --teacher wacnn=W.safetensors  # distil
     python -m model_store.train export --arch stf --preset small --version v1 q1=runs/a/last.pt q2=...
 
 Loss (Ballé et al.; the λ tables of each paper): ``λ·255²·MSE + bpp`` where bpp is the likelihood estimate
@@ -58,6 +59,15 @@ class TrainConfig:
     clip_norm: float = 1.0
     lmbda: Optional[float] = None  # None: the preset's λ for this quality
     init_from: Optional[str] = None  # checkpoint to start from (another quality's run)
+    #: Distillation of the analysis transform, ``ARCH=WEIGHTS``: a trained model of another architecture with the
+    #: same latent (channels, stride; same preset and quality) whose ``g_a(x)`` the student's ``g_a`` is pulled
+    #: towards with ``distill_weight · mean((y - y_teacher)²)`` added to the RD loss, until the late lr decay
+    #: (the decayed end is pure RD). Why: a sibling that shares the teacher's entropy model (``stf-small`` from
+    #: ``wacnn-small``, ``--init-from`` loads 77 % of it) otherwise learns its transforms from the RD loss alone,
+    #: whose gradient through a random g_a is weak and noisy; regressing onto a latent the loaded entropy model
+    #: already fits is a direct target, and g_s learns to invert it through the RD term.
+    teacher: Optional[str] = None
+    distill_weight: float = 1.0
     seed: int = 0
     device: str = "auto"
     #: bf16 autocast for g_a/g_s (the rate path stays float32: architectures.base). On CUDA, and on CPUs with
@@ -97,17 +107,40 @@ def resolve_device(name: str) -> torch.device:
 MAX_BAD_STEPS = 20
 
 
-def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up, then constant, then one late step decay (the recipe that worked best here).
-
-    Progress is the larger of the step fraction and, with ``max_minutes``, the fraction of the time budget used.
-    """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+def decayed(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> bool:
+    """Whether the run is in its late phase: progress, the larger of the step fraction and (with ``max_minutes``)
+    the fraction of the time budget used, has reached ``decay_at``."""
     progress = step / cfg.steps
     if cfg.max_minutes > 0:
         progress = max(progress, elapsed_s / (60.0 * cfg.max_minutes))
-    return cfg.lr * (cfg.decay_factor if progress >= cfg.decay_at else 1.0)
+    return progress >= cfg.decay_at
+
+
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then constant, then one late step decay (the recipe that worked best here)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (cfg.decay_factor if decayed(step, cfg, elapsed_s) else 1.0)
+
+
+def load_teacher(spec: str, cfg: TrainConfig, student: LearnedImageCodec, device) -> LearnedImageCodec:
+    """The frozen teacher of ``TrainConfig.teacher`` (``ARCH=WEIGHTS``), checked to produce the student's latent
+    shape before any training step is spent."""
+    arch, sep, path = spec.partition("=")
+    if not sep or not path:
+        raise ValueError(f"--teacher takes ARCH=WEIGHTS (e.g. wacnn=model_store/weights/...), got {spec!r}")
+    teacher = create_model(arch, cfg.preset, cfg.quality)
+    load_weights_only(teacher, path)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    probe = torch.zeros(1, 3, 64, 64, device=device)
+    with torch.no_grad():
+        theirs, ours = teacher.analysis(probe).shape, student.analysis(probe).shape
+    if theirs != ours:
+        raise ValueError(
+            f"teacher {arch}-{cfg.preset}'s latent {tuple(theirs)} differs from {cfg.arch}-{cfg.preset}'s "
+            f"{tuple(ours)} for a 64x64 input: distillation needs the same channels and stride"
+        )
+    return teacher
 
 
 def amp_supported(device: torch.device) -> bool:
@@ -348,6 +381,7 @@ def train(cfg: TrainConfig) -> Path:
     elif cfg.init_from:
         load_weights_only(model, cfg.init_from)
         print(f"initialised from {cfg.init_from}", file=sys.stderr)
+    teacher = load_teacher(cfg.teacher, cfg, model, device) if cfg.teacher else None
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     if ema is not None and last.exists() and ckpt.get("ema"):
         ema.load_state_dict(ckpt["ema"])
@@ -389,6 +423,11 @@ def train(cfg: TrainConfig) -> Path:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out_fw = model(x)
         losses = rd_loss(out_fw, x, lmbda)
+        if teacher is not None and not decayed(step, cfg, time.time() - t0):
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                y_teacher = teacher.analysis(x)
+            losses["distill"] = F.mse_loss(out_fw["y"].float(), y_teacher.float())
+            losses["loss"] = losses["loss"] + cfg.distill_weight * losses["distill"]
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_norm)
@@ -417,6 +456,8 @@ def train(cfg: TrainConfig) -> Path:
             "skipped": bad_steps > 0,
             "elapsed_s": round(time.time() - t0, 1),
         }
+        if "distill" in losses:
+            record["distill"] = losses["distill"].item()
         bar.set_postfix(loss=f"{record['loss']:.3f}", bpp=f"{record['bpp']:.3f}", psnr=f"{record['psnr']:.2f}")
         out_of_time = cfg.max_minutes > 0 and time.time() - t0 >= 60.0 * cfg.max_minutes
         final = step == cfg.steps or out_of_time

@@ -260,3 +260,34 @@ def test_parameters_of_another_shape_are_left_as_initialised_not_an_error(tmp_pa
     load_weights_only(stf, str(tmp_path / "wacnn.pt"))
     assert torch.equal(stf.h_a[0].weight, before)
     assert "of other shapes" in capsys.readouterr().err
+
+
+def test_distillation_pulls_the_analysis_towards_the_teacher_until_the_late_decay(image_dirs, tmp_path):
+    """``--teacher ARCH=WEIGHTS``: the latent-matching term is logged and falls while it applies, and the decayed
+    end of the run is the plain RD loss (no ``distill`` in the log)."""
+    torch.manual_seed(1)
+    torch.save({"model": create_model("stf", "tiny", 2).state_dict()}, tmp_path / "teacher.pt")
+    out = tmp_path / "student"
+    cfg = dataclasses.replace(
+        tiny_config(image_dirs, out, steps=20),
+        teacher=f"stf={tmp_path / 'teacher.pt'}",
+        distill_weight=100.0,
+        lr=3e-3,
+        decay_at=0.8,
+        eval_every=100,
+    )
+    train(cfg)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
+    distill = [r.get("distill") for r in records]
+    assert all(d is not None for d in distill[:16]) and all(d is None for d in distill[16:])
+    assert distill[15] < 0.5 * distill[0]
+
+
+def test_a_teacher_with_another_latent_is_refused_before_any_step(image_dirs, tmp_path):
+    torch.save({"model": create_model("wacnn", "tiny", 2).state_dict()}, tmp_path / "wacnn.pt")
+    cfg = dataclasses.replace(tiny_config(image_dirs, tmp_path / "run", steps=2), teacher=f"wacnn={tmp_path}/wacnn.pt")
+    with pytest.raises(ValueError, match="distillation needs the same channels and stride"):
+        train(cfg)
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+    with pytest.raises(ValueError, match="ARCH=WEIGHTS"):
+        train(dataclasses.replace(cfg, teacher=str(tmp_path / "wacnn.pt")))

@@ -94,12 +94,13 @@ class LearnedImageCodec(CompressionModel):
 
     # -- training pass --------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Dict[str, object]:
-        """``{"x_hat", "likelihoods": {"y", "z"}}``: the transforms in the caller's precision, the rate path in
-        at least float32 whatever autocast says (see the module docstring)."""
+        """``{"x_hat", "likelihoods": {"y", "z"}, "y"}``: the transforms in the caller's precision, the rate path
+        in at least float32 whatever autocast says (see the module docstring). ``y`` is the analysis output, for
+        losses on the latent itself (distillation: ``model_store.train``)."""
         y = self.analysis(x)
         with torch.autocast(device_type=y.device.type, enabled=False):
             y_hat, likelihoods = self.rate_forward(y.to(torch.promote_types(y.dtype, torch.float32)))
-        return {"x_hat": self.synthesis(y_hat), "likelihoods": likelihoods}
+        return {"x_hat": self.synthesis(y_hat), "likelihoods": likelihoods, "y": y}
 
     def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """From the latent on: ``(y_hat, {"y": y_likelihoods, "z": z_likelihoods})``, noise proxies or
