@@ -130,7 +130,9 @@ def load_teacher(spec: str, cfg: TrainConfig, student: LearnedImageCodec, device
     if not sep or not path:
         raise ValueError(f"--teacher takes ARCH=WEIGHTS (e.g. wacnn=model_store/weights/...), got {spec!r}")
     teacher = create_model(arch, cfg.preset, cfg.quality)
-    load_weights_only(teacher, path)
+    unloaded = load_weights_only(teacher, path)
+    if unloaded:  # a partly random teacher would teach noise
+        raise ValueError(f"{path} is not a complete {arch}-{cfg.preset} model: {len(unloaded)} parameters missing")
     teacher = teacher.to(device).eval().requires_grad_(False)
     probe = torch.zeros(1, 3, 64, 64, device=device)
     with torch.no_grad():
@@ -259,7 +261,7 @@ def save_checkpoint(
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
 
 
-def load_weights_only(model: LearnedImageCodec, path: str) -> None:
+def load_weights_only(model: LearnedImageCodec, path: str) -> Set[str]:
     """Start from another run's weights: a training checkpoint (``.pt``) or shipped fp16 weights (``.safetensors``).
 
     Shipped weights are a valid base because a fresh machine has no ``runs/``: fine-tuning a new quality from the
@@ -269,7 +271,7 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
     model has in addition starts as identity where it can (deeper Swin stages: ``start_new_blocks_as_identity``)
     or as initialised, and parameters whose shapes differ are left as initialised; both are reported. E.g.
     ``stf-small`` from ``wacnn-small``: the same hyperprior and channel-conditional entropy model (77 % of its
-    parameters), only the Swin transforms g_a/g_s to learn.
+    parameters), only the Swin transforms g_a/g_s to learn. Returns the names of the parameters it did not load.
     """
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -296,6 +298,7 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> None:
     grown = start_new_blocks_as_identity(model, missing)
     if grown:
         print(f"{len(grown)} blocks absent from {path} start as identity: {', '.join(grown)}", file=sys.stderr)
+    return set(new_params) | set(reshaped)
 
 
 def start_new_blocks_as_identity(model: nn.Module, missing_keys: Set[str]) -> List[str]:

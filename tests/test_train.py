@@ -291,3 +291,5 @@ def test_a_teacher_with_another_latent_is_refused_before_any_step(image_dirs, tm
     assert not (tmp_path / "run" / "log.jsonl").exists()
     with pytest.raises(ValueError, match="ARCH=WEIGHTS"):
         train(dataclasses.replace(cfg, teacher=str(tmp_path / "wacnn.pt")))
+    with pytest.raises(ValueError, match="not a complete stf-tiny model"):
+        train(dataclasses.replace(cfg, teacher=f"stf={tmp_path}/wacnn.pt"))
