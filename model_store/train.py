@@ -135,8 +135,10 @@ def load_teacher(spec: str, cfg: TrainConfig, student: LearnedImageCodec, device
         raise ValueError(f"{path} is not a complete {arch}-{cfg.preset} model: {len(unloaded)} parameters missing")
     teacher = teacher.to(device).eval().requires_grad_(False)
     probe = torch.zeros(1, 3, 64, 64, device=device)
-    with torch.no_grad():
-        theirs, ours = teacher.analysis(probe).shape, student.analysis(probe).shape
+    training = student.training
+    with torch.no_grad():  # in eval mode: a train-mode probe would draw from the (resumed) RNG streams
+        theirs, ours = teacher.analysis(probe).shape, student.eval().analysis(probe).shape
+    student.train(training)
     if theirs != ours:
         raise ValueError(
             f"teacher {arch}-{cfg.preset}'s latent {tuple(theirs)} differs from {cfg.arch}-{cfg.preset}'s "
