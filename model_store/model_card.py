@@ -53,7 +53,9 @@ def render(manifest: Dict, report: Optional[Dict]) -> str:
         bd = report.get("bd_rate", {}).get(manifest["model"], {})
         if bd:
             lines += ["", "BD-rate (PSNR) against classical codecs measured in the same run (negative = fewer bits):", ""]
-            lines += [f"- vs {anchor}: {value:+.1f} %" if value is not None else f"- vs {anchor}: no overlap"
+            measured = sum(1 for item in manifest["qualities"].values() if item.get("rd"))
+            missing = "no overlap" if measured >= 2 else "n/a (one operating point: a BD-rate needs a curve)"
+            lines += [f"- vs {anchor}: {value:+.1f} %" if value is not None else f"- vs {anchor}: {missing}"
                       for anchor, value in sorted(bd.items())]
         env = report.get("environment", {})
         lines += ["", f"Measured by `python -m model_store.eval` ({env.get('git_commit', '?')}) on "

@@ -56,3 +56,18 @@ def test_the_card_names_the_departures_the_points_and_where_each_file_lives(rele
     assert "| 1 | 0.0018 | 0.2000 | 27.00 |" in card and "kept from v1" in card
     assert "| 2 | 0.0035 | 0.4000 | 29.50 |" in card and card.count("kept from") == 1
     assert "- vs jpeg: -5.0 %" in card and "on 2 validation images" in card
+
+
+def test_a_one_quality_release_says_why_it_has_no_bd_rate(tmp_path):
+    """One operating point is not a curve: the card must not claim the rates merely failed to overlap."""
+    registry.write_model_version({3: create_model("stf", "tiny", 3)}, "stf", "tiny", "v1", root=tmp_path)
+    report = {
+        "codecs": {"stf-tiny": {"kind": "learned", "points": [point(3, 0.23, 29.6)]}},
+        "bd_rate": {"stf-tiny": {"jpeg": None}},
+        "images": [{"name": "a.png"}],
+    }
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    model_card.update(tmp_path / "stf-tiny" / "v1", tmp_path / "eval.json")
+    card = (tmp_path / "stf-tiny" / "v1" / "MODEL_CARD.md").read_text()
+    assert "- vs jpeg: n/a (one operating point: a BD-rate needs a curve)" in card and "no overlap" not in card
+    registry.refresh()
