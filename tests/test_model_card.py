@@ -67,7 +67,9 @@ def test_a_one_quality_release_says_why_it_has_no_bd_rate(tmp_path):
         "images": [{"name": "a.png"}],
     }
     (tmp_path / "eval.json").write_text(json.dumps(report))
-    model_card.update(tmp_path / "stf-tiny" / "v1", tmp_path / "eval.json")
+    try:
+        model_card.update(tmp_path / "stf-tiny" / "v1", tmp_path / "eval.json")
+    finally:
+        registry.refresh()  # update() cached the scratch root's manifest: later tests must not see it
     card = (tmp_path / "stf-tiny" / "v1" / "MODEL_CARD.md").read_text()
     assert "- vs jpeg: n/a (one operating point: a BD-rate needs a curve)" in card and "no overlap" not in card
-    registry.refresh()
