@@ -283,6 +283,28 @@ def test_distillation_pulls_the_analysis_towards_the_teacher_until_the_late_deca
     assert distill[15] < 0.5 * distill[0]
 
 
+def test_distillation_can_end_before_the_decay(image_dirs, tmp_path):
+    """``--distill-until 0.4``: the term applies to the first 40 % of the steps only, while the lr is still high."""
+    torch.manual_seed(1)
+    torch.save({"model": create_model("stf", "tiny", 2).state_dict()}, tmp_path / "teacher.pt")
+    out = tmp_path / "student"
+    cfg = dataclasses.replace(
+        tiny_config(image_dirs, out, steps=10),
+        teacher=f"stf={tmp_path / 'teacher.pt'}",
+        distill_until=0.4,
+        decay_at=0.8,
+        warmup_steps=0,
+        eval_every=100,
+    )
+    train(cfg)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
+    assert [r.get("distill") is not None for r in records] == [True] * 4 + [False] * 6
+    assert [r["lr"] for r in records[4:8]] == [cfg.lr] * 4  # distillation ended while the lr was still high
+    assert records[8]["lr"] < cfg.lr
+    with pytest.raises(ValueError, match="needs --teacher"):
+        train(dataclasses.replace(cfg, teacher=None, out=str(tmp_path / "no-teacher")))
+
+
 def test_a_teacher_with_another_latent_is_refused_before_any_step(image_dirs, tmp_path):
     torch.save({"model": create_model("wacnn", "tiny", 2).state_dict()}, tmp_path / "wacnn.pt")
     cfg = dataclasses.replace(tiny_config(image_dirs, tmp_path / "run", steps=2), teacher=f"wacnn={tmp_path}/wacnn.pt")
