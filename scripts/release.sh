@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Release a weights version end to end, the same way every time:
+# Release weights versions end to end, the same way every time:
 #   export (fp16 + CDF tables) into a scratch copy of model_store/weights -> evaluate every shipped model and
-#   the classical codecs on the validation set with real bitstreams -> install the new version folder ->
+#   the classical codecs on the validation set with real bitstreams -> install the new version folder(s) ->
 #   manifest notes + model card with the measured RD points -> golden streams for each new file -> ranking.
 #
 #   NOTES="what changed and how it was trained" scripts/release.sh ARCH PRESET VERSION Q=CHECKPOINT|Q=@vK ...
 #   e.g. NOTES="q5/q7 fine-tuned from q6/q8" scripts/release.sh tic small v2 1=@v1 3=@v1 5=runs/a/best.pt ...
+#   Several releases, one evaluation (it is the slow part): separate them with a lone "+", each with its own
+#   lineage as "--notes TEXT" after its version (NOTES is the default for a release without one):
+#   scripts/release.sh stf small v2 --notes "..." 3=@v1 6=runs/b/best.pt + zigzag small v1 --notes "..." 3=runs/c/best.pt
 #
 # Nothing under model_store/ changes until the evaluation has finished, so an interrupted release leaves the
 # repo as it was (benchmarks/results/eval_val.* are rewritten by the evaluation). What stays manual: the README
@@ -16,35 +19,72 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 4 ]; then
-    sed -n '2,15p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
 fi
-ARCH=$1 PRESET=$2 VERSION=$3
-shift 3
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-1}
 VAL=${VAL:-data/val}
-MODEL="${ARCH}-${PRESET}"
 WEIGHTS=${WEIGHTS:-model_store/weights}
 RESULTS=${RESULTS:-benchmarks/results}
-DEST="${WEIGHTS}/${MODEL}/${VERSION}"
 export LIC_WEIGHTS_ROOT=$WEIGHTS  # golden_stream.py and verify_weights.py read it
-if [ -e "$DEST" ]; then
-    echo "release: $DEST exists; shipped versions are never overwritten (streams name their weights)" >&2
-    exit 1
-fi
-if [ -z "${NOTES:-}" ]; then
-    echo "release: set NOTES to the release's lineage (it goes into the manifest and the model card)" >&2
-    exit 2
-fi
+
+# Split the arguments into releases at each lone "+": ALL[STARTS[i]] .. ALL[STARTS[i] + LENGTHS[i] - 1].
+ALL=("$@" +)
+STARTS=() LENGTHS=()
+start=0
+for i in "${!ALL[@]}"; do
+    if [ "${ALL[$i]}" = "+" ]; then
+        STARTS+=("$start") LENGTHS+=($((i - start)))
+        start=$((i + 1))
+    fi
+done
+
+# One release's fields: ARCH PRESET VERSION MODEL DEST RNOTES and SPECS (its Q=... arguments).
+parse() {
+    if [ $# -lt 4 ]; then
+        echo "release: each release needs ARCH PRESET VERSION Q=CHECKPOINT|Q=@vK..., got: $*" >&2
+        exit 2
+    fi
+    ARCH=$1 PRESET=$2 VERSION=$3
+    shift 3
+    RNOTES=${NOTES:-}
+    if [ "$1" = "--notes" ]; then
+        RNOTES=${2:-}
+        shift 2
+    fi
+    SPECS=("$@")
+    MODEL="${ARCH}-${PRESET}"
+    DEST="${WEIGHTS}/${MODEL}/${VERSION}"
+}
+
+for r in "${!STARTS[@]}"; do  # refuse before any work
+    parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
+    if [ -e "$DEST" ]; then
+        echo "release: $DEST exists; shipped versions are never overwritten (streams name their weights)" >&2
+        exit 1
+    fi
+    if [ -z "$RNOTES" ]; then
+        echo "release: give $MODEL $VERSION its lineage (NOTES, or --notes after the version): it goes into the" \
+            "manifest and the model card" >&2
+        exit 2
+    fi
+    if [ ${#SPECS[@]} -eq 0 ]; then
+        echo "release: $MODEL $VERSION names no Q=CHECKPOINT|Q=@vK" >&2
+        exit 2
+    fi
+done
 
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
 cp -r "$WEIGHTS" "$SCRATCH/weights"
 
-echo "== export $MODEL $VERSION: $*"
-$PY -m model_store.train export --arch "$ARCH" --preset "$PRESET" --version "$VERSION" --root "$SCRATCH/weights" "$@"
-NOTES="$NOTES" $PY - "$SCRATCH/weights/${MODEL}/${VERSION}/manifest.json" <<'EOF'
+for r in "${!STARTS[@]}"; do
+    parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
+    echo "== export $MODEL $VERSION: ${SPECS[*]}"
+    $PY -m model_store.train export --arch "$ARCH" --preset "$PRESET" --version "$VERSION" \
+        --root "$SCRATCH/weights" "${SPECS[@]}"
+    NOTES="$RNOTES" $PY - "$SCRATCH/weights/${MODEL}/${VERSION}/manifest.json" <<'PYEOF'
 import json, os, sys
 path = sys.argv[1]
 manifest = json.load(open(path))
@@ -52,21 +92,25 @@ manifest["notes"] = os.environ["NOTES"]
 with open(path, "w") as f:
     json.dump(manifest, f, indent=2)
     f.write("\n")
-EOF
+PYEOF
+done
 
 echo "== evaluate every shipped model + classical codecs on $VAL ($THREADS thread(s))"
 OMP_NUM_THREADS=$THREADS $PY -m model_store.eval "$VAL" --weights-root "$SCRATCH/weights" \
     --json "$RESULTS/eval_val.json" --csv "$RESULTS/eval_val.csv" --plot "$RESULTS/rd_val.png" --quiet
 
-echo "== install $DEST"
-mkdir -p "$(dirname "$DEST")"
-cp -r "$SCRATCH/weights/${MODEL}/${VERSION}" "$DEST"
-$PY -m model_store.model_card "$DEST" --eval "$RESULTS/eval_val.json"
-for spec in "$@"; do
-    case "${spec#*=}" in
-        @*) ;;  # a kept file already has its golden stream
-        *) $PY scripts/golden_stream.py "$MODEL" "${spec%%=*}" ;;
-    esac
+for r in "${!STARTS[@]}"; do
+    parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
+    echo "== install $DEST"
+    mkdir -p "$(dirname "$DEST")"
+    cp -r "$SCRATCH/weights/${MODEL}/${VERSION}" "$DEST"
+    $PY -m model_store.model_card "$DEST" --eval "$RESULTS/eval_val.json"
+    for spec in "${SPECS[@]}"; do
+        case "${spec#*=}" in
+            @*) ;;  # a kept file already has its golden stream
+            *) $PY scripts/golden_stream.py "$MODEL" "${spec%%=*}" ;;
+        esac
+    done
 done
 if [ -f "$RESULTS/ranking.json" ]; then  # costs change with code, not weights: keep the measured ones
     $PY benchmarks/ranking.py --eval "$RESULTS/eval_val.json" --costs-from "$RESULTS/ranking.json" \
@@ -76,8 +120,10 @@ else
 fi
 $PY scripts/verify_weights.py
 
-echo "== README numbers ($MODEL $VERSION, validation set)"
-$PY - "$RESULTS/eval_val.json" "$MODEL" <<'EOF'
+for r in "${!STARTS[@]}"; do
+    parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
+    echo "== README numbers ($MODEL $VERSION, validation set)"
+    $PY - "$RESULTS/eval_val.json" "$MODEL" <<'PYEOF'
 import json, sys
 report, model = json.load(open(sys.argv[1])), sys.argv[2]
 points = report["codecs"][model]["points"]
@@ -87,6 +133,8 @@ print("PSNR", " / ".join(f"{p['psnr']:.2f}" for p in points))
 print("BD-rate", " / ".join(f"{v:+.1f} % vs {k}" if v is not None else f"n/a vs {k}"
                             for k, v in report["bd_rate"][model].items()))
 print("enc/dec s", " / ".join(f"{p['enc_s']:.2f}/{p['dec_s']:.2f}" for p in points))
-EOF
-grep -F "| $MODEL |" "$RESULTS/ranking.md" || true
-echo "release: $DEST installed; now update README 'Models' (and default.json if this becomes the default) and commit"
+PYEOF
+    grep -F "| $MODEL |" "$RESULTS/ranking.md" || true
+    echo "release: $DEST installed"
+done
+echo "release: now update README 'Models' (and default.json if a release becomes the default) and commit"

@@ -89,3 +89,29 @@ def test_a_release_never_overwrites_a_shipped_version_and_needs_its_lineage(rele
     again = release(release_tree, "stf", "tiny", "v1", ckpt)
     assert again.returncode == 1 and "never overwritten" in again.stderr
     assert not (work / "results" / "eval_val.json").exists()  # refused before any work
+
+
+@pytest.mark.slow
+def test_several_releases_share_one_evaluation_and_keep_their_own_lineage(release_tree):
+    work = release_tree.parent
+    ckpt = f"2={work / 'run' / 'best.pt'}"
+    proc = release(release_tree, "stf", "tiny", "v1", "--notes", "first", ckpt,
+                   "+", "stf", "tiny", "v2", "--notes", "second\nline", ckpt, notes="")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("== evaluate") == 1
+    for version, notes in (("v1", "first"), ("v2", "second\nline")):
+        manifest = json.loads((work / "weights" / "stf-tiny" / version / "manifest.json").read_text())
+        assert manifest["notes"] == notes
+        assert (work / "weights" / "stf-tiny" / version / "MODEL_CARD.md").is_file()
+    golden = json.loads((release_tree / "tests" / "assets" / "golden" / "golden.json").read_text())
+    assert [(g["weights_version"], g["quality"]) for g in golden] == [("v1", 2), ("v2", 2)]
+
+
+@pytest.mark.slow
+def test_a_release_without_lineage_among_several_refuses_them_all_before_any_work(release_tree):
+    work = release_tree.parent
+    ckpt = f"2={work / 'run' / 'best.pt'}"
+    proc = release(release_tree, "stf", "tiny", "v1", "--notes", "first", ckpt, "+", "stf", "tiny", "v2", ckpt,
+                   notes="")  # fmt: skip
+    assert proc.returncode == 2 and "stf-tiny v2" in proc.stderr
+    assert not (work / "results" / "eval_val.json").exists() and not (work / "weights" / "stf-tiny").exists()
