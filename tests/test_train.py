@@ -262,22 +262,26 @@ def test_parameters_of_another_shape_are_left_as_initialised_not_an_error(tmp_pa
     assert "of other shapes" in capsys.readouterr().err
 
 
-def test_distillation_pulls_the_analysis_towards_the_teacher_until_the_late_decay(image_dirs, tmp_path):
-    """``--teacher ARCH=WEIGHTS``: the latent-matching term is logged and falls while it applies, and the decayed
-    end of the run is the plain RD loss (no ``distill`` in the log)."""
+def distilled_run(image_dirs, tmp_path, steps: int, **overrides) -> tuple[TrainConfig, list]:
+    """Train a tiny STF for ``steps`` with a random tiny STF as its teacher; the config and the per-step records."""
     torch.manual_seed(1)
     torch.save({"model": create_model("stf", "tiny", 2).state_dict()}, tmp_path / "teacher.pt")
     out = tmp_path / "student"
     cfg = dataclasses.replace(
-        tiny_config(image_dirs, out, steps=20),
+        tiny_config(image_dirs, out, steps=steps),
         teacher=f"stf={tmp_path / 'teacher.pt'}",
-        distill_weight=100.0,
-        lr=3e-3,
         decay_at=0.8,
         eval_every=100,
+        **overrides,
     )
     train(cfg)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
+    return cfg, [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
+
+
+def test_distillation_pulls_the_analysis_towards_the_teacher_until_the_late_decay(image_dirs, tmp_path):
+    """``--teacher ARCH=WEIGHTS``: the latent-matching term is logged and falls while it applies, and the decayed
+    end of the run is the plain RD loss (no ``distill`` in the log)."""
+    _, records = distilled_run(image_dirs, tmp_path, 20, distill_weight=100.0, lr=3e-3)
     distill = [r.get("distill") for r in records]
     assert all(d is not None for d in distill[:16]) and all(d is None for d in distill[16:])
     assert distill[15] < 0.5 * distill[0]
@@ -285,19 +289,7 @@ def test_distillation_pulls_the_analysis_towards_the_teacher_until_the_late_deca
 
 def test_distillation_can_end_before_the_decay(image_dirs, tmp_path):
     """``--distill-until 0.4``: the term applies to the first 40 % of the steps only, while the lr is still high."""
-    torch.manual_seed(1)
-    torch.save({"model": create_model("stf", "tiny", 2).state_dict()}, tmp_path / "teacher.pt")
-    out = tmp_path / "student"
-    cfg = dataclasses.replace(
-        tiny_config(image_dirs, out, steps=10),
-        teacher=f"stf={tmp_path / 'teacher.pt'}",
-        distill_until=0.4,
-        decay_at=0.8,
-        warmup_steps=0,
-        eval_every=100,
-    )
-    train(cfg)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1:]
+    cfg, records = distilled_run(image_dirs, tmp_path, 10, distill_until=0.4, warmup_steps=0)
     assert [r.get("distill") is not None for r in records] == [True] * 4 + [False] * 6
     assert [r["lr"] for r in records[4:8]] == [cfg.lr] * 4  # distillation ended while the lr was still high
     assert records[8]["lr"] < cfg.lr
