@@ -381,6 +381,12 @@ def train(cfg: TrainConfig) -> Path:
             f"--quantizer {cfg.quantizer}: {cfg.arch} trains with {', '.join(model.training_quantizers)} only"
         )
     model.training_quantizer = cfg.quantizer
+    if cfg.crop < model.min_train_crop:
+        print(
+            f"warning: --crop {cfg.crop} is below {cfg.arch}-{cfg.preset}'s minimum training crop "
+            f"{model.min_train_crop}: its entropy model will not see the latent as it does on a photo",
+            file=sys.stderr,
+        )
     if cfg.val_metric not in VAL_METRICS:
         raise ValueError(f"--val-metric must be one of {VAL_METRICS}, got {cfg.val_metric!r}")
     if cfg.distill_until is not None and not (cfg.teacher and 0.0 <= cfg.distill_until <= 1.0):

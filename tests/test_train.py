@@ -307,3 +307,13 @@ def test_a_teacher_with_another_latent_is_refused_before_any_step(image_dirs, tm
         train(dataclasses.replace(cfg, teacher=str(tmp_path / "wacnn.pt")))
     with pytest.raises(ValueError, match="not a complete stf-tiny model"):
         train(dataclasses.replace(cfg, teacher=f"stf={tmp_path}/wacnn.pt"))
+
+
+def test_a_crop_too_small_for_the_entropy_model_is_warned_about(image_dirs, tmp_path, capsys):
+    """zigzag's chunk nets work per quadrant with window-8 Swin layers: trained on 128² crops they never see a
+    photo's quadrant, so zigzag-small asks for 256² (the paper's crop); STF's conv entropy model takes any crop."""
+    assert create_model("zigzag", "small", 3).min_train_crop == 256
+    assert create_model("stf", "small", 3).min_train_crop == 0
+    zigzag = create_model("zigzag", "tiny", 2).min_train_crop
+    train(dataclasses.replace(tiny_config(image_dirs, tmp_path / "run", steps=1), arch="zigzag", crop=zigzag // 2))
+    assert f"below zigzag-tiny's minimum training crop {zigzag}" in capsys.readouterr().err

@@ -75,6 +75,10 @@ class LearnedImageCodec(CompressionModel):
     #: ``model_store.train --quantizer`` sets it on the model it trains.
     training_quantizer: str = "noise"
     training_quantizers: Tuple[str, ...] = ("noise",)
+    #: Smallest training crop (pixels per side) at which the entropy model's layers see the latent as they will on a
+    #: photo (0: any crop). ``model_store.train`` warns below it: a net trained only on padded fragments of its
+    #: window codes a full-size image badly (zigzag, whose chunk nets work per quadrant).
+    min_train_crop: int = 0
 
     latent_channels: int
     hyper_channels: int
