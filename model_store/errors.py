@@ -49,6 +49,16 @@ class WeightsFileError(ModelStoreError):
     code = "weights_file_error"
 
 
+class WeightsRetiredError(WeightsFileError):
+    """The weights were retired from this install (superseded by a newer version) and kept in git history.
+
+    A stream that names them is recognised, not treated as unknown: the message says how to restore them
+    (``python -m model_store.retirement restore``), after which it decodes exactly as before.
+    """
+
+    code = "weights_retired"
+
+
 class CoderMismatchError(BitstreamError):
     """The decoder derived different entropy-coder inputs than the encoder did.
 

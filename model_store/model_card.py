@@ -22,6 +22,35 @@ def rd_points_from_eval(report: Dict, model_id: str) -> Dict[int, Dict]:
     return {int(p["quality"]): {k: p[k] for k in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "n_images")} for p in points}
 
 
+OPERATING_POINTS = "## Operating points (validation set, real bitstreams)"
+
+
+def retired_note(manifest: Dict) -> Optional[str]:
+    """The card's line about files retired from the tree (model_store/retirement.py), or None."""
+    retired = {q: item["retired"] for q, item in manifest["qualities"].items() if item.get("retired")}
+    if not retired:
+        return None
+    qualities = ", ".join(f"q{q}" for q in sorted(retired, key=int))
+    commits = ", ".join(sorted({r["commit"][:12] for r in retired.values()}))
+    return (
+        f"**Retired.** The files of {qualities} are superseded by newer versions and were retired from the tree "
+        f"(git commit {commits} holds them); streams made with them get `weights_retired` until restored with "
+        f"`python -m model_store.retirement restore {manifest['model']} {manifest['version']}`."
+    )
+
+
+def add_retired_note(folder: Path) -> None:
+    """Put :func:`retired_note` into an existing card where :func:`render` would (a card is not re-rendered here:
+    that needs the evaluation report it was made from)."""
+    card_path, manifest = folder / "MODEL_CARD.md", json.loads((folder / "manifest.json").read_text())
+    note = retired_note(manifest)
+    if note is None or not card_path.exists():
+        return
+    lines = [line for line in card_path.read_text().split("\n") if not line.startswith("**Retired.**")]
+    at = lines.index(OPERATING_POINTS) if OPERATING_POINTS in lines else len(lines)
+    card_path.write_text("\n".join(lines[:at] + [note, ""] + lines[at:]).replace("\n\n\n", "\n\n"))
+
+
 def render(manifest: Dict, report: Optional[Dict]) -> str:
     preset = get_preset(manifest["arch"], manifest["preset"])
     lines: List[str] = [
@@ -34,8 +63,11 @@ def render(manifest: Dict, report: Optional[Dict]) -> str:
         lines += [f"**Status.** {manifest['notes']}", ""]
     if preset.departures:
         lines += [f"**Not the paper configuration.** {preset.departures}.", ""]
+    note = retired_note(manifest)
+    if note:
+        lines += [note, ""]
     lines += [
-        "## Operating points (validation set, real bitstreams)",
+        OPERATING_POINTS,
         "",
         "| quality | λ | bpp | PSNR (dB) | MS-SSIM | encode s | decode s | file | sha256 |",
         "|---|---|---|---|---|---|---|---|---|",

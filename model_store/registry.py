@@ -26,13 +26,14 @@ from safetensors.torch import load_file, save_file
 
 from model_store.architectures.base import LearnedImageCodec
 from model_store.architectures.registry import create_model, get_preset
-from model_store.errors import UnknownModelError, WeightsFileError
+from model_store.errors import UnknownModelError, WeightsFileError, WeightsRetiredError
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
 STORED_FLOAT_DTYPE = torch.float16
-#: Every shipped weights file together. Raised from 150 to 300 MiB (the most issue #8 allows) when a second
-#: architecture shipped: a file is never deleted once shipped, because stored streams name it by digest, so the
-#: default model's five releases (141 MiB) stay and every new architecture adds its own files.
+#: Every weights file the tree carries. Raised from 150 to 300 MiB (the most issue #8 allows) when a second
+#: architecture shipped. Stored streams name their weights by digest, so no file is ever lost: a file that no
+#: newest version serves any more is *retired* instead (model_store/retirement.py: its bytes stay in git history,
+#: its manifest entries stay, a restore command brings it back), which keeps the budget for served weights.
 WEIGHTS_BUDGET_MIB = 300
 
 
@@ -50,6 +51,8 @@ class WeightsEntry:
     lmbda: float
     #: RD measured on the validation set when the weights shipped (bpp, psnr, ms_ssim, n_images; {} if none)
     rd: dict = field(default_factory=dict, compare=False, hash=False)
+    #: {"commit", "path"} when the file was retired from the tree (model_store/retirement.py), else None
+    retired: Optional[dict] = field(default=None, compare=False, hash=False)
 
     @property
     def digest(self) -> bytes:
@@ -91,6 +94,7 @@ def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
             sha256=item["sha256"],
             lmbda=float(item["lambda"]),
             rd=dict(item.get("rd") or {}),
+            retired=item.get("retired"),
         )
         for q, item in manifest["qualities"].items()
     }
@@ -180,6 +184,12 @@ def sha256_file(path: Path) -> str:
 
 def load_model(entry: WeightsEntry) -> LearnedImageCodec:
     """Build the architecture and load its shipped weights (float32 in memory), checking the sha256 first."""
+    if not entry.path.exists() and entry.retired:
+        raise WeightsRetiredError(
+            f"{entry.model_id} {entry.version} q{entry.quality} (weights {entry.sha256[:12]}…) was superseded and "
+            f"retired from this install; git commit {entry.retired['commit'][:12]} keeps it: restore it with "
+            f"`python -m model_store.retirement restore {entry.model_id} {entry.version}`"
+        )
     if not entry.path.exists():
         raise WeightsFileError(f"weights file for {entry.model_id} q{entry.quality} is missing: {entry.path.name}")
     actual = sha256_file(entry.path)
@@ -281,6 +291,11 @@ def write_model_version(
         old = _all_versions(root).get(model_id, {}).get(old_version, {}).get(quality)
         if old is None:
             raise UnknownModelError(f"{model_id} {old_version} has no q{quality} to reuse")
+        if old.retired and not old.path.is_file():
+            raise WeightsRetiredError(
+                f"{model_id} {old_version} q{quality} is retired; restore it first "
+                f"(python -m model_store.retirement restore {model_id} {old_version}) to serve it again"
+            )
         qualities[str(quality)] = {
             "file": old.path.name,
             "stored_in": old.path.parent.name,  # where the file lives: @v3 of a file v3 kept from v1 is v1

@@ -12,14 +12,15 @@
 #
 # Nothing under model_store/ changes until the evaluation has finished, so an interrupted release leaves the
 # repo as it was (benchmarks/results/eval_val.* are rewritten by the evaluation). What stays manual: the README
-# "Models" rows (printed at the end) and the default model (model_store/weights/default.json).
+# "Models" rows (printed at the end), the default model (model_store/weights/default.json) and, after the commit,
+# retiring the files the new versions supersede (listed at the end; model_store/retirement.py).
 # Env: PY (python, default .venv/bin/python), THREADS (torch threads for the evaluation, default 1),
 #      VAL (validation folder, default data/val), WEIGHTS (default model_store/weights),
 #      RESULTS (default benchmarks/results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 4 ]; then
-    sed -n '2,18p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
 fi
 PY=${PY:-.venv/bin/python}
@@ -138,3 +139,7 @@ PYEOF
     echo "release: $DEST installed"
 done
 echo "release: now update README 'Models' (and default.json if a release becomes the default) and commit"
+if $PY -m model_store.retirement --root "$WEIGHTS" list | grep '^superseded'; then
+    echo "release: no newest version serves the files above any more: once the release is committed, retire them"
+    echo "         (python -m model_store.retirement retire; git history keeps them, streams naming them get 410)"
+fi

@@ -5,6 +5,7 @@
 
 WEIGHTS_ROOT defaults to ``$LIC_WEIGHTS_ROOT`` or ``model_store/weights``. The layout is the model store's
 (``<model>/<version>/manifest.json`` listing ``qualities -> {file, sha256, bytes}``, optional ``default.json``).
+A file whose entry says ``retired`` (superseded, kept in git history: model_store/retirement.py) may be absent.
 Exit status: 0 when every file matches, 1 on any mismatch, missing file or malformed manifest, 2 when there is
 nothing to verify (no manifest at all, unless ``--allow-empty``). The Docker builds run it on the weights they
 bake in, so an image never ships weights that differ from what their manifest (and every bitstream header) says.
@@ -64,16 +65,21 @@ def verify(root: Path, log=print) -> List[str]:
             stored_in = str(item.get("stored_in", folder.name))  # a file kept unchanged from an earlier version
             path = folder.parent / stored_in / name
             label = f"{manifest['model']}/{manifest['version']} q{quality} {name}"
+            expected = str(item.get("sha256", "")).lower()
             if stored_in != folder.name:
                 label += f" (stored in {stored_in})"
             if not name or Path(name).name != name or Path(stored_in).name != stored_in or ".." in (name, stored_in):
                 problems.append(f"{label}: file and stored_in must be plain names inside the model folder")
                 continue
+            retired = item.get("retired")
+            if not path.is_file() and isinstance(retired, dict) and retired.get("commit") and retired.get("path"):
+                # superseded and kept in git history (model_store/retirement.py); a restored one is verified below
+                log(f"retired  {expected[:16]}  {label} (git {str(retired['commit'])[:12]})")
+                continue
             if not path.is_file():
                 problems.append(f"{label}: missing")
                 continue
             actual = sha256_file(path)
-            expected = str(item.get("sha256", "")).lower()
             if actual != expected:
                 problems.append(f"{label}: sha256 {actual} but the manifest says {expected or '(none)'}")
                 continue

@@ -199,6 +199,7 @@ _DECOMPRESS_RESPONSES = {
         s400="bad_parameter digest_mismatch",
         s406="not_acceptable",
         s409="unknown_weights weights_mismatch",
+        s410="weights_retired",
         s413="body_too_large",
         s415="unsupported_media_type",
         s422="corrupt_bitstream truncated_bitstream unsupported_format_version coder_mismatch too_many_pixels",

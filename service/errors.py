@@ -119,6 +119,7 @@ _CORE: Tuple[Tuple[type, int, str], ...] = (
     (core.LimitExceededError, 422, "too_many_pixels"),
     (core.ImageInputError, 422, "bad_image"),
     (core.WeightsMismatchError, 409, core.WeightsMismatchError.code),
+    (core.WeightsRetiredError, 410, core.WeightsRetiredError.code),
     (core.UnknownModelError, 404, core.UnknownModelError.code),
 )
 

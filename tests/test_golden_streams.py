@@ -1,18 +1,23 @@
 """The compatibility promise, checked against streams made by earlier releases (tests/assets/golden): every
-format version and every shipped weights version keeps decoding, to the same latent and the same pixels."""
+format version and every shipped weights version keeps decoding, to the same latent and the same pixels. Weights
+retired from the tree (superseded; model_store/retirement.py) are restored from git history for that, as an
+operator would, and before the restore their streams are refused by name (410 ``weights_retired``)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model_store import container, registry
+from model_store import container, registry, retirement
 from model_store.codec import codec_for_stream
+from model_store.errors import WeightsFileError, WeightsRetiredError
 from model_store.image_io import open_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +25,33 @@ GOLDEN = ROOT / "tests" / "assets" / "golden"
 CASES = json.loads((GOLDEN / "golden.json").read_text())
 
 
+def is_retired(case) -> bool:
+    entry = registry.find_by_digest(bytes.fromhex(case["weights_sha256"]))
+    return bool(entry.retired) and not entry.path.is_file()
+
+
+@pytest.fixture(scope="module")
+def weights_root(tmp_path_factory) -> Path:
+    """The shipped weights tree plus every retired file restored from the repository's git history."""
+    if not any(is_retired(case) for case in CASES):
+        return registry.WEIGHTS_ROOT
+    root = tmp_path_factory.mktemp("weights")
+    shutil.copytree(registry.WEIGHTS_ROOT, root, dirs_exist_ok=True, copy_function=os.symlink)
+    try:
+        retirement.restore(root, log=lambda _line: None)
+    except WeightsFileError as exc:  # a source tarball or shallow clone has no history to restore from
+        pytest.skip(f"retired weights need the repository's git history: {exc}")
+    registry.refresh()
+    return root
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["stream"])
-def test_a_stream_from_an_earlier_release_decodes_to_the_same_latent_and_pixels(case):
+def test_a_stream_from_an_earlier_release_decodes_to_the_same_latent_and_pixels(case, weights_root):
     stream = (GOLDEN / case["stream"]).read_bytes()
     header = container.parse_header(stream)
     assert header.version == case["format_version"] and header.names_weights(bytes.fromhex(case["weights_sha256"]))
-    assert registry.find_by_digest(header.weights_digest).version == case["weights_version"]
-    codec = codec_for_stream(stream)
+    assert registry.find_by_digest(header.weights_digest, root=weights_root).version == case["weights_version"]
+    codec = codec_for_stream(stream, root=weights_root)
     y_hat, _ = codec.decode_latent(stream)
     assert hashlib.sha256(y_hat.numpy().astype(np.float32).tobytes()).hexdigest() == case["latent_sha256"]
     decoded = codec.decompress(stream).astype(np.int16)
@@ -35,9 +60,18 @@ def test_a_stream_from_an_earlier_release_decodes_to_the_same_latent_and_pixels(
     assert np.abs(decoded - expected).max() <= 1 and np.mean(decoded != expected) < 1e-3
 
 
-def test_every_golden_stream_names_installed_weights():
+def test_every_golden_stream_names_weights_the_manifests_know():
     for case in CASES:
         assert registry.find_by_digest(bytes.fromhex(case["weights_sha256"])) is not None, case["stream"]
+
+
+def test_a_stream_of_retired_weights_is_refused_by_name_with_the_restore_command():
+    retired = [case for case in CASES if is_retired(case)]
+    if not retired:
+        pytest.skip("no golden stream names retired weights")
+    case = retired[0]
+    with pytest.raises(WeightsRetiredError, match=f"retirement restore {case['model']} {case['weights_version']}"):
+        codec_for_stream((GOLDEN / case["stream"]).read_bytes())
 
 
 def test_the_golden_stream_script_reproduces_the_newest_committed_entry():

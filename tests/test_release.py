@@ -105,6 +105,7 @@ def test_several_releases_share_one_evaluation_and_keep_their_own_lineage(releas
         assert (work / "weights" / "stf-tiny" / version / "MODEL_CARD.md").is_file()
     golden = json.loads((release_tree / "tests" / "assets" / "golden" / "golden.json").read_text())
     assert [(g["weights_version"], g["quality"]) for g in golden] == [("v1", 2), ("v2", 2)]
+    assert "stf-tiny/v1/q2.safetensors" in proc.stdout and "retire them" in proc.stdout  # v2 supersedes it
 
 
 @pytest.mark.slow
