@@ -163,6 +163,8 @@ def restore(
         f.path.chmod(0o644)
         written.append(f.path)
         log(f"restored {f.retired['path']} ({len(data) / 2**20:.1f} MiB; {f.label})")
+    if written and root.resolve() == registry.WEIGHTS_ROOT.resolve():
+        log("restored files are untracked on purpose: do not commit them (`git status` lists them)")
     return written
 
 
