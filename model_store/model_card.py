@@ -35,7 +35,7 @@ def retired_note(manifest: Dict) -> Optional[str]:
     return (
         f"**Retired.** The files of {qualities} are superseded by newer versions and were retired from the tree "
         f"(git commit {commits} holds them); streams made with them get `weights_retired` until restored with "
-        f"`python -m model_store.retirement restore {manifest['model']} {manifest['version']}`."
+        f"`{registry.restore_command(manifest['model'], manifest['version'])}`."
     )
 
 

@@ -182,13 +182,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def restore_command(model_id: str, version: str) -> str:
+    """How an operator brings back a retired version's files (model_store/retirement.py); every message that
+    refuses retired weights names it, so a client's 410 says what to run."""
+    return f"python -m model_store.retirement restore {model_id} {version}"
+
+
 def load_model(entry: WeightsEntry) -> LearnedImageCodec:
     """Build the architecture and load its shipped weights (float32 in memory), checking the sha256 first."""
     if not entry.path.exists() and entry.retired:
         raise WeightsRetiredError(
             f"{entry.model_id} {entry.version} q{entry.quality} (weights {entry.sha256[:12]}…) was superseded and "
             f"retired from this install; git commit {entry.retired['commit'][:12]} keeps it: restore it with "
-            f"`python -m model_store.retirement restore {entry.model_id} {entry.version}`"
+            f"`{restore_command(entry.model_id, entry.version)}`"
         )
     if not entry.path.exists():
         raise WeightsFileError(f"weights file for {entry.model_id} q{entry.quality} is missing: {entry.path.name}")
@@ -294,7 +300,7 @@ def write_model_version(
         if old.retired and not old.path.is_file():
             raise WeightsRetiredError(
                 f"{model_id} {old_version} q{quality} is retired; restore it first "
-                f"(python -m model_store.retirement restore {model_id} {old_version}) to serve it again"
+                f"({restore_command(model_id, old_version)}) to serve it again"
             )
         qualities[str(quality)] = {
             "file": old.path.name,

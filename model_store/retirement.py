@@ -16,7 +16,8 @@ still name them. Retiring such a file removes it from the tree but never from th
 Only files that no newest version serves can be retired, so what the service loads at start never changes.
 
     python -m model_store.retirement list                      what is retired, and what could be
-    python -m model_store.retirement retire [--dry-run]        retire every superseded file (release.sh runs it)
+    python -m model_store.retirement retire [--dry-run]        retire every superseded file (after a release commit;
+                                                               release.sh lists the candidates)
     python -m model_store.retirement restore [MODEL [VERSION]] [--root DIR]
 """
 

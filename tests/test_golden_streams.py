@@ -31,7 +31,7 @@ def is_retired(case) -> bool:
 
 
 @pytest.fixture(scope="module")
-def weights_root(tmp_path_factory) -> Path:
+def restored_root(tmp_path_factory) -> Path:
     """The shipped weights tree plus every retired file restored from the repository's git history."""
     if not any(is_retired(case) for case in CASES):
         return registry.WEIGHTS_ROOT
@@ -46,12 +46,12 @@ def weights_root(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["stream"])
-def test_a_stream_from_an_earlier_release_decodes_to_the_same_latent_and_pixels(case, weights_root):
+def test_a_stream_from_an_earlier_release_decodes_to_the_same_latent_and_pixels(case, restored_root):
     stream = (GOLDEN / case["stream"]).read_bytes()
     header = container.parse_header(stream)
     assert header.version == case["format_version"] and header.names_weights(bytes.fromhex(case["weights_sha256"]))
-    assert registry.find_by_digest(header.weights_digest, root=weights_root).version == case["weights_version"]
-    codec = codec_for_stream(stream, root=weights_root)
+    assert registry.find_by_digest(header.weights_digest, root=restored_root).version == case["weights_version"]
+    codec = codec_for_stream(stream, root=restored_root)
     y_hat, _ = codec.decode_latent(stream)
     assert hashlib.sha256(y_hat.numpy().astype(np.float32).tobytes()).hexdigest() == case["latent_sha256"]
     decoded = codec.decompress(stream).astype(np.int16)
