@@ -16,7 +16,7 @@ import torch
 
 from model_store.architectures.base import count_parameters, total_bpp
 from model_store.architectures.registry import get_preset
-from model_store.architectures.stf import STF_LAMBDAS
+from model_store.architectures.stf import STF_LAMBDAS, STF_SMALL_LAMBDAS
 from model_store.architectures.zigzag import (
     ZIGZAG_PAPER,
     ZIGZAG_SMALL,
@@ -112,8 +112,10 @@ def test_paper_preset_has_the_reference_parameter_count():
 def test_presets_are_registered_with_the_stf_lambdas():
     for name in ("paper", "small", "tiny"):
         preset = get_preset("zigzag", name)
-        assert dict(preset.lambdas) == STF_LAMBDAS
-        assert preset.qualities == [1, 2, 3, 4, 5, 6]
+        # Like STF's own small preset, the small one continues the λ series to 8 (fewer bits at equal λ).
+        expected = STF_SMALL_LAMBDAS if name == "small" else STF_LAMBDAS
+        assert dict(preset.lambdas) == expected == dict(get_preset("stf", name).lambdas)
+        assert preset.qualities == sorted(expected)
         assert preset.is_paper == (name == "paper")
         assert name == "paper" or preset.departures
     assert ZIGZAG_PAPER.latent_channels == 384 and ZIGZAG_PAPER.chunk_channels == 64

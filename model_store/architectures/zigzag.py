@@ -85,6 +85,7 @@ from model_store.architectures.registry import Preset, register
 from model_store.architectures.stf import (
     STF_LAMBDAS,
     STF_SMALL,
+    STF_SMALL_LAMBDAS,
     STF_TINY,
     STFConfig,
     SwinAnalysis,
@@ -484,7 +485,8 @@ register(
     Preset(
         arch="zigzag",
         name="small",
-        lambdas=STF_LAMBDAS,
+        # The small transforms spend fewer bits at equal λ, so the small ladder continues to STF small's 7 and 8.
+        lambdas=STF_SMALL_LAMBDAS,
         build=lambda q: ZigzagCodec(ZIGZAG_SMALL),
         description=(
             f"CPU-sized zigzag: STF small transforms, {ZIGZAG_SMALL.grid}x{ZIGZAG_SMALL.grid} quadrants x "
