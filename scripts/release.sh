@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Release weights versions end to end, the same way every time:
-#   export (fp16 + CDF tables) into a scratch copy of model_store/weights -> evaluate every shipped model and
-#   the classical codecs on the validation set with real bitstreams -> install the new version folder(s) ->
+#   export (fp16 + CDF tables) into a scratch copy of model_store/weights -> check each new quality ladder rises
+#   on the test photo (scripts/ladder_check.py) -> evaluate every shipped model and the classical codecs on the
+#   validation set with real bitstreams -> the same ladder check there -> install the new version folder(s) ->
 #   manifest notes + model card with the measured RD points -> golden streams for each new file -> ranking.
 #
 #   NOTES="what changed and how it was trained" scripts/release.sh ARCH PRESET VERSION Q=CHECKPOINT|Q=@vK ...
@@ -20,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 4 ]; then
-    sed -n '2,19p' "$0" >&2
+    sed -n '2,20p' "$0" >&2
     exit 2
 fi
 PY=${PY:-.venv/bin/python}
@@ -96,9 +97,24 @@ with open(path, "w") as f:
 PYEOF
 done
 
+# The quality ladder on the test photo first (seconds): the rule tests/test_shipped_models.py applies, so a release
+# that would fail it stops before the long evaluation, not after it.
+mkdir -p "$SCRATCH/photo"
+cp tests/assets/val_citrus_384x256.png "$SCRATCH/photo/"
+for r in "${!STARTS[@]}"; do
+    parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
+    OMP_NUM_THREADS=$THREADS $PY -m model_store.eval "$SCRATCH/photo" --model "$MODEL" --no-classical --no-ms-ssim \
+        --no-reference --weights-root "$SCRATCH/weights" --json "$SCRATCH/photo-$MODEL.json" --quiet > /dev/null
+    $PY scripts/ladder_check.py "$SCRATCH/photo-$MODEL.json" "$MODEL"
+done
+
 echo "== evaluate every shipped model + classical codecs on $VAL ($THREADS thread(s))"
 OMP_NUM_THREADS=$THREADS $PY -m model_store.eval "$VAL" --weights-root "$SCRATCH/weights" \
     --json "$RESULTS/eval_val.json" --csv "$RESULTS/eval_val.csv" --plot "$RESULTS/rd_val.png" --quiet
+for r in "${!STARTS[@]}"; do  # the validation-set rule of the same test, before anything is installed
+    parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
+    $PY scripts/ladder_check.py "$RESULTS/eval_val.json" "$MODEL" --min-gain-db 0.05
+done
 
 for r in "${!STARTS[@]}"; do
     parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"

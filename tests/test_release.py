@@ -28,7 +28,7 @@ def release_tree(tmp_path):
         pytest.skip("bash is not installed")
     tree = tmp_path / "repo"
     (tree / "scripts").mkdir(parents=True)
-    for script in ("release.sh", "golden_stream.py", "verify_weights.py"):
+    for script in ("release.sh", "golden_stream.py", "ladder_check.py", "verify_weights.py"):
         shutil.copy(ROOT / "scripts" / script, tree / "scripts")
     (tree / "model_store").symlink_to(ROOT / "model_store")
     (tree / "tests" / "assets" / "golden").mkdir(parents=True)
@@ -115,4 +115,16 @@ def test_a_release_without_lineage_among_several_refuses_them_all_before_any_wor
     proc = release(release_tree, "stf", "tiny", "v1", "--notes", "first", ckpt, "+", "stf", "tiny", "v2", ckpt,
                    notes="")  # fmt: skip
     assert proc.returncode == 2 and "stf-tiny v2" in proc.stderr
+    assert not (work / "results" / "eval_val.json").exists() and not (work / "weights" / "stf-tiny").exists()
+
+
+@pytest.mark.slow
+def test_a_release_whose_ladder_does_not_rise_stops_before_the_evaluation(release_tree):
+    """The same weights as q2 and q3: q3 would sell no more bits for no better picture (the shipped-model test's
+    rule), so the release stops on the test photo, before the long evaluation and with nothing installed."""
+    work = release_tree.parent
+    ckpt = work / "run" / "best.pt"
+    proc = release(release_tree, "stf", "tiny", "v1", f"2={ckpt}", f"3={ckpt}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ladder: stf-tiny q2 -> q3" in proc.stderr and "== evaluate" not in proc.stdout
     assert not (work / "results" / "eval_val.json").exists() and not (work / "weights" / "stf-tiny").exists()
