@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from model_store.architectures.base import LearnedImageCodec
 from model_store.architectures.registry import create_model, get_preset
@@ -256,10 +257,24 @@ def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:
     return out
 
 
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors serialises ``__metadata__`` from a Rust ``HashMap``, whose order is seeded per process, so two
+    exports of one checkpoint differed in the header alone about half the time, and streams name weights by their
+    sha256. The header is re-written sorted and space-padded to 8 bytes (the format's alignment); tensor offsets are
+    relative to the data block, which stays byte-for-byte.
+    """
+    (size,) = struct.unpack("<Q", blob[:8])
+    header = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + blob[8 + size :]
+
+
 def save_weights(model: LearnedImageCodec, path: Path, metadata: Optional[Dict[str, str]] = None) -> str:
-    """Write fp16 safetensors with CDF tables; returns the file's sha256."""
+    """Write fp16 safetensors with CDF tables, byte-reproducibly; returns the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(export_state(model), str(path), metadata=metadata or {})
+    path.write_bytes(canonical_safetensors(save(export_state(model), metadata=metadata or {})))
     path.chmod(0o644)  # safetensors writes 0600; images run the service as a non-root user
     return sha256_file(path)
 
