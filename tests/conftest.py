@@ -6,6 +6,10 @@ codec wrapper and determinism machinery independently of any one published archi
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +27,16 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def load_script(name: str) -> ModuleType:
+    """A file of scripts/ (not a package: they run as ``python scripts/x.py``) as a module, for tests that check the
+    release tooling's own rules and outputs."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class TinyHyperprior(LearnedImageCodec):

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:  # the deploy/ helpers live at the repository root
     sys.path.insert(0, str(ROOT))
 pytest.register_assert_rewrite("service_fixtures")
 
+from conftest import load_script  # noqa: E402
 from service_fixtures import MODEL, QUALITIES, png  # noqa: E402
 
 from deploy import promql  # noqa: E402
@@ -454,12 +455,9 @@ def test_prometheus_scrapes_the_service_and_answers_the_dashboard(service, tmp_p
             assert _finite(prom.query(query)), rule["name"]["as"]
 
         # and the picture of the dashboard renders from this Prometheus
-        sys.path.insert(0, str(ROOT / "scripts"))
-        try:
-            import render_dashboard
-        finally:
-            sys.path.remove(str(ROOT / "scripts"))
-        out = render_dashboard.render(prom.url, tmp_path / "dashboard.png", minutes=1, step=1, rate_interval="10s")
+        out = load_script("render_dashboard").render(
+            prom.url, tmp_path / "dashboard.png", minutes=1, step=1, rate_interval="10s"
+        )
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 50_000
     finally:
         stop.set()

@@ -6,7 +6,6 @@ operator would, and before the restore their streams are refused by name (410 ``
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from model_store import container, registry, retirement
 from model_store.codec import codec_for_stream
@@ -77,9 +77,7 @@ def test_a_stream_of_retired_weights_is_refused_by_name_with_the_restore_command
 def test_the_golden_stream_script_reproduces_the_newest_committed_entry():
     """scripts/golden_stream.py is how a release freezes its streams: run today on the same weights it must give
     the committed stream byte for byte (else the entries could not be trusted to come from it)."""
-    spec = importlib.util.spec_from_file_location("golden_stream", ROOT / "scripts" / "golden_stream.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("golden_stream")
     newest = CASES[-1]
     entry = registry.find_by_digest(bytes.fromhex(newest["weights_sha256"]))
     case, stream, _ = script.make_case(entry, newest["format_version"])

@@ -4,7 +4,6 @@ decodes bit-exactly again."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 pytest.register_assert_rewrite("service_fixtures")
 
+from conftest import load_script  # noqa: E402
 from service_fixtures import ARCH, MODEL, PRESET, QUALITIES, TinyHyperprior, build_weights_root, png, running  # noqa: E402
 
 from model_store import model_card, registry, retirement  # noqa: E402
@@ -24,7 +24,6 @@ from model_store.errors import WeightsFileError, WeightsRetiredError  # noqa: E4
 from model_store.image_io import open_image  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
-ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda _line: None)
 
 
@@ -83,9 +82,7 @@ def test_retire_removes_only_files_no_newest_version_serves_and_records_a_commit
 
 
 def test_the_weights_check_accepts_a_retired_file_being_absent_and_nothing_else(tmp_path):
-    spec = importlib.util.spec_from_file_location("verify_weights", ROOT / "scripts" / "verify_weights.py")
-    verify = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(verify)
+    verify = load_script("verify_weights")
     repo = make_repo(tmp_path)
     root = repo / "weights"
     retirement.retire(root, repo, **QUIET)

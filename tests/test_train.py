@@ -47,19 +47,15 @@ def test_exported_weights_load_and_round_trip(image_dirs, tmp_path):
 
 
 def test_exporting_a_checkpoint_again_writes_the_same_bytes(image_dirs, tmp_path):
-    """Streams name their weights by sha256, so a re-export (another machine, another thread count) must not mint a
-    new identity for the same checkpoint: the fp16 cast and the CDF tables are deterministic."""
+    """Streams name their weights by sha256, so a re-export (another process, another thread count) must not mint a
+    new identity for the same checkpoint: tensors, CDF tables and the safetensors header are all deterministic."""
     out = tmp_path / "run"
     train(tiny_config(image_dirs, out, steps=1))
-    threads = torch.get_num_threads()
     digests = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            folder = export("stf", "tiny", "v1", {2: str(out / "last.pt")}, root=str(tmp_path / f"weights{n}"))
-            digests.append(registry.sha256_file(folder / "q2.safetensors"))
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 2):  # conftest's autouse fixture restores the thread count
+        torch.set_num_threads(n)
+        folder = export("stf", "tiny", "v1", {2: str(out / "last.pt")}, root=str(tmp_path / f"weights{n}"))
+        digests.append(registry.sha256_file(folder / "q2.safetensors"))
     assert digests[0] == digests[1]
 
 
