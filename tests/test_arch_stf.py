@@ -201,11 +201,12 @@ def test_reduced_presets_say_how_they_depart_from_the_paper(arch, name):
 
 @pytest.mark.parametrize("arch", ["stf", "wacnn"])
 def test_small_presets_extend_the_ladder_towards_one_bpp_and_say_so(arch):
-    """CPU-sized models spend fewer bits per λ: the small presets add λ 0.0932 and 0.18 (TIC's next points)."""
+    """CPU-sized models spend fewer bits per λ: the small presets continue the doubling series with λ 0.0932 and
+    0.18 (TIC's next points) and 0.36 (ERSTC small's top), where stf-small's q8 still stops at ~0.7 bpp."""
     preset = get_preset(arch, "small")
-    assert preset.qualities == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert (preset.lambdas[7], preset.lambdas[8]) == (0.0932, 0.18)
-    assert "qualities 7 and 8" in preset.departures
+    assert preset.qualities == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [preset.lambdas[q] for q in (7, 8, 9)] == [0.0932, 0.18, 0.36]
+    assert "qualities 7, 8 and 9" in preset.departures
     assert get_preset(arch, "paper").qualities == [1, 2, 3, 4, 5, 6]
 
 

@@ -90,10 +90,11 @@ from model_store.layers.swin import (
 
 #: MSE λ of the six published operating points (quality 1 = lowest rate); loss = λ·255²·MSE + bpp.
 STF_LAMBDAS: Dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.0483}
-#: The small presets continue the ladder with the next two points of the same λ series (TIC's 7 and 8): a
-#: CPU-sized model spends fewer bits than the paper's at equal λ (0.34 bpp at λ 0.025 where STF reaches ~0.6),
-#: so the six published points stop well short of the ~1 bpp users of a high-quality setting expect.
-STF_SMALL_LAMBDAS: Dict[int, float] = {**STF_LAMBDAS, 7: 0.0932, 8: 0.18}
+#: The small presets continue the ladder with the next three points of the same doubling λ series (TIC's 7 and 8,
+#: then ERSTC small's top point 0.36): a CPU-sized model spends fewer bits than the paper's at equal λ (0.34 bpp at
+#: λ 0.025 where STF reaches ~0.6, 0.49-0.73 bpp at λ 0.18), so the six published points stop well short of the
+#: ~1 bpp users of a high-quality setting expect.
+STF_SMALL_LAMBDAS: Dict[int, float] = {**STF_LAMBDAS, 7: 0.0932, 8: 0.18, 9: 0.36}
 
 
 # -- configuration ----------------------------------------------------------------------------------------------------
@@ -529,7 +530,7 @@ register(
         build=lambda q: STF(STF_SMALL),
         description="CPU-sized STF",
         departures=(
-            "qualities 7 and 8 (λ 0.0932, 0.18) extend the paper's six; "
+            "qualities 7, 8 and 9 (λ 0.0932, 0.18, 0.36) extend the paper's six; "
             "Swin transforms: embed_dim 16 instead of 48 (stage widths 16-32-64-128, so M = 128 instead of 384), "
             "depths (2,2,2,2) instead of (2,2,6,2), heads (1,2,4,8) instead of (3,6,12,24) (head dim 16 as in the "
             "paper), decoder head conv 3x3 instead of 5x5; "
@@ -572,7 +573,7 @@ register(
         description="CPU-sized WACNN",
         departures=(
             "transforms: N=64, M=128 instead of 192/320, 4 attention heads instead of 8 (windows and shifts as in "
-            "the paper); qualities 7 and 8 (λ 0.0932, 0.18) extend the paper's six; "
+            "the paper); qualities 7, 8 and 9 (λ 0.0932, 0.18, 0.36) extend the paper's six; "
             + _SMALL_ENTROPY_DEPARTURES.format(
                 paper_slices="10 slices of 32, support 5",
                 paper_hyper="320-320-288-256-224-192 / 192-192-224-256-288-320",
