@@ -7,6 +7,7 @@ codec wrapper and determinism machinery independently of any one published archi
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -29,14 +30,21 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
-def load_script(name: str) -> ModuleType:
-    """A file of scripts/ (not a package: they run as ``python scripts/x.py``) as a module, for tests that check the
-    release tooling's own rules and outputs."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+def load_file(relative: str, name: str) -> ModuleType:
+    """A Python file of the repository that is not part of a package (``scripts/x.py``, ``docker/entrypoint.py``:
+    they run as plain ``python path``) as a module named ``name``. It is registered in ``sys.modules`` because
+    dataclasses look their module up while the file executes."""
+    path = Path(__file__).resolve().parents[1] / relative
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_script(name: str) -> ModuleType:
+    """A file of scripts/ as a module, for tests that check the release tooling's own rules and outputs."""
+    return load_file(f"scripts/{name}.py", name)
 
 
 class TinyHyperprior(LearnedImageCodec):

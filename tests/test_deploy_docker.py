@@ -8,7 +8,6 @@ No Docker engine is needed: the images' properties are read from the Dockerfiles
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import os
 import re
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:  # the deploy/ helpers live at the repository root
     sys.path.insert(0, str(ROOT))
 pytest.register_assert_rewrite("service_fixtures")
 
+from conftest import load_file  # noqa: E402
 from service_fixtures import MODEL, png  # noqa: E402
 
 from deploy.testing import write_preset_hook  # noqa: E402
@@ -46,15 +46,7 @@ ENTRYPOINT_VARS = {"LIC_WORKERS", "LIC_METRICS_PORT", "LIC_LOG_LEVEL"}
 SETTINGS_VARS = {"LIC_" + name.upper() for name in ServiceSettings.model_fields}
 
 
-def load_entrypoint():
-    spec = importlib.util.spec_from_file_location("lic_entrypoint", DOCKER / "entrypoint.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-entrypoint = load_entrypoint()
+entrypoint = load_file("docker/entrypoint.py", "lic_entrypoint")
 
 
 # -- Dockerfiles -------------------------------------------------------------------------------------------------

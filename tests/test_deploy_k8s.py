@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the deploy/ helpers live at the repository root
     sys.path.insert(0, str(ROOT))
 
+from conftest import load_file  # noqa: E402
+
 from deploy import kustomize  # noqa: E402
 from deploy.promql import adapter_rules  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
@@ -209,12 +211,7 @@ def test_resources_gpu_and_image(rendered, overlay):
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_entrypoint_runs_one_worker_per_gpu_with_threads_from_the_cpu_limit(rendered, overlay):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lic_entrypoint_k8s", ROOT / "docker" / "entrypoint.py")
-    entrypoint = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = entrypoint
-    spec.loader.exec_module(entrypoint)
+    entrypoint = load_file("docker/entrypoint.py", "lic_entrypoint_k8s")
     docs = rendered[overlay]
     limits = container(docs)["resources"]["limits"]
     gpus = int(limits.get("nvidia.com/gpu", 0))
