@@ -11,8 +11,8 @@
 #   lineage as "--notes TEXT" after its version (NOTES is the default for a release without one):
 #   scripts/release.sh stf small v2 --notes "..." 3=@v1 6=runs/b/best.pt + zigzag small v1 --notes "..." 3=runs/c/best.pt
 #
-# Nothing under model_store/ changes until the evaluation has finished, so an interrupted release leaves the
-# repo as it was (benchmarks/results/eval_val.* are rewritten by the evaluation). What stays manual: the README
+# Nothing under model_store/ or benchmarks/results/ changes until the evaluation has finished and passed the
+# ladder check, so an interrupted or refused release leaves the repo as it was. What stays manual: the README
 # "Models" rows (printed at the end), the default model (model_store/weights/default.json) and, after the commit,
 # retiring the files the new versions supersede (listed at the end; model_store/retirement.py).
 # Env: PY (python, default .venv/bin/python), THREADS (torch threads for the evaluation, default 1),
@@ -109,12 +109,15 @@ for r in "${!STARTS[@]}"; do
 done
 
 echo "== evaluate every shipped model + classical codecs on $VAL ($THREADS thread(s))"
+mkdir -p "$SCRATCH/results"
 OMP_NUM_THREADS=$THREADS $PY -m model_store.eval "$VAL" --weights-root "$SCRATCH/weights" \
-    --json "$RESULTS/eval_val.json" --csv "$RESULTS/eval_val.csv" --plot "$RESULTS/rd_val.png" --quiet
+    --json "$SCRATCH/results/eval_val.json" --csv "$SCRATCH/results/eval_val.csv" \
+    --plot "$SCRATCH/results/rd_val.png" --quiet
 for r in "${!STARTS[@]}"; do  # the validation-set rule of the same test, before anything is installed
     parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
-    $PY scripts/ladder_check.py "$RESULTS/eval_val.json" "$MODEL" --min-gain-db 0.05
+    $PY scripts/ladder_check.py "$SCRATCH/results/eval_val.json" "$MODEL" --min-gain-db 0.05
 done
+cp "$SCRATCH/results/eval_val.json" "$SCRATCH/results/eval_val.csv" "$SCRATCH/results/rd_val.png" "$RESULTS/"
 
 for r in "${!STARTS[@]}"; do
     parse "${ALL[@]:${STARTS[$r]}:${LENGTHS[$r]}}"
