@@ -95,6 +95,12 @@ STF_LAMBDAS: Dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0
 #: λ 0.025 where STF reaches ~0.6, 0.49-0.73 bpp at λ 0.18), so the six published points stop well short of the
 #: ~1 bpp users of a high-quality setting expect.
 STF_SMALL_LAMBDAS: Dict[int, float] = {**STF_LAMBDAS, 7: 0.0932, 8: 0.18, 9: 0.36}
+_SMALL_EXTRA_QUALITIES = sorted(set(STF_SMALL_LAMBDAS) - set(STF_LAMBDAS))
+#: The small presets' departure from the paper's ladder, in the words every STF-family card uses.
+STF_SMALL_LADDER_DEPARTURE = (
+    f"qualities {', '.join(map(str, _SMALL_EXTRA_QUALITIES[:-1]))} and {_SMALL_EXTRA_QUALITIES[-1]} "
+    f"(λ {', '.join(str(STF_SMALL_LAMBDAS[q]) for q in _SMALL_EXTRA_QUALITIES)}) extend the paper's six; "
+)
 
 
 # -- configuration ----------------------------------------------------------------------------------------------------
@@ -530,8 +536,8 @@ register(
         build=lambda q: STF(STF_SMALL),
         description="CPU-sized STF",
         departures=(
-            "qualities 7, 8 and 9 (λ 0.0932, 0.18, 0.36) extend the paper's six; "
-            "Swin transforms: embed_dim 16 instead of 48 (stage widths 16-32-64-128, so M = 128 instead of 384), "
+            STF_SMALL_LADDER_DEPARTURE
+            + "Swin transforms: embed_dim 16 instead of 48 (stage widths 16-32-64-128, so M = 128 instead of 384), "
             "depths (2,2,2,2) instead of (2,2,6,2), heads (1,2,4,8) instead of (3,6,12,24) (head dim 16 as in the "
             "paper), decoder head conv 3x3 instead of 5x5; "
             + _SMALL_ENTROPY_DEPARTURES.format(
@@ -573,7 +579,8 @@ register(
         description="CPU-sized WACNN",
         departures=(
             "transforms: N=64, M=128 instead of 192/320, 4 attention heads instead of 8 (windows and shifts as in "
-            "the paper); qualities 7, 8 and 9 (λ 0.0932, 0.18, 0.36) extend the paper's six; "
+            "the paper); "
+            + STF_SMALL_LADDER_DEPARTURE
             + _SMALL_ENTROPY_DEPARTURES.format(
                 paper_slices="10 slices of 32, support 5",
                 paper_hyper="320-320-288-256-224-192 / 192-192-224-256-288-320",

@@ -85,6 +85,7 @@ from model_store.architectures.registry import Preset, register
 from model_store.architectures.stf import (
     STF_LAMBDAS,
     STF_SMALL,
+    STF_SMALL_LADDER_DEPARTURE,
     STF_SMALL_LAMBDAS,
     STF_TINY,
     STFConfig,
@@ -493,8 +494,8 @@ register(
             f"{ZIGZAG_SMALL.groups} groups = {ZIGZAG_SMALL.layout.num_chunks} chunks, window {ZIGZAG_SMALL.context_window}"
         ),
         departures=(
-            "qualities 7, 8 and 9 (λ 0.0932, 0.18, 0.36) extend the paper's six; "
-            f"main and hyper transforms are STF's small preset ({_transforms_summary(STF_SMALL)}) instead of "
+            STF_SMALL_LADDER_DEPARTURE
+            + f"main and hyper transforms are STF's small preset ({_transforms_summary(STF_SMALL)}) instead of "
             f"the paper's (embed 48, M = 384, depths (2,2,6,2), hyperprior 192); {ZIGZAG_SMALL.groups} channel "
             f"groups of {ZIGZAG_SMALL.chunk_channels} instead of 6 of 64 ({ZIGZAG_SMALL.layout.num_chunks} chunks "
             "instead of 24; the 2x2 grid, the zigzag order and the 12-chunk sliding window are the paper's); chunk "
