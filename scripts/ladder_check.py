@@ -4,9 +4,10 @@
 
 REPORT.json is a ``model_store.eval --json`` report. Every next quality of MODEL must spend more bits *and* give a
 better RGB PSNR, by more than ``--min-gain-db``. tests/test_shipped_models.py calls ``ladder_faults`` itself after a
-release (on the test photo, and with 0.05 dB on the validation set's manifest RD points), so gate and test agree. scripts/release.sh runs it on the
-test photo right after the export (seconds) and on the validation report before it installs, so a quality that sells
-more bits for no better picture stops the release instead of failing the tests once it is in the tree.
+release (on the test photo, and with 0.05 dB on the validation set's manifest RD points), so gate and test agree.
+scripts/release.sh runs it on the test photo right after the export (seconds) and on the validation report before it
+installs, so a quality that sells more bits for no better picture stops the release instead of failing the tests
+once it is in the tree.
 Exit status 1 names the offending step.
 """
 

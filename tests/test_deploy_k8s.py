@@ -26,6 +26,8 @@ from service.settings import ServiceSettings  # noqa: E402
 
 K8S = ROOT / "k8s"
 OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
+#: docker/entrypoint.py, whose worker/thread plan the pod's resources must feed
+entrypoint = load_file("docker/entrypoint.py", "lic_entrypoint_k8s")
 KUSTOMIZATIONS = {"base": K8S / "base", **OVERLAYS, "monitoring": K8S / "monitoring"}
 #: the oldest Kubernetes release these manifests support, and the newest whose schemas are shipped
 K8S_VERSIONS = ("1.29.0", None)
@@ -211,7 +213,6 @@ def test_resources_gpu_and_image(rendered, overlay):
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_entrypoint_runs_one_worker_per_gpu_with_threads_from_the_cpu_limit(rendered, overlay):
-    entrypoint = load_file("docker/entrypoint.py", "lic_entrypoint_k8s")
     docs = rendered[overlay]
     limits = container(docs)["resources"]["limits"]
     gpus = int(limits.get("nvidia.com/gpu", 0))
