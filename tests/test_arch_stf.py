@@ -202,11 +202,12 @@ def test_reduced_presets_say_how_they_depart_from_the_paper(arch, name):
 @pytest.mark.parametrize("arch", ["stf", "wacnn"])
 def test_small_presets_extend_the_ladder_towards_one_bpp_and_say_so(arch):
     """CPU-sized models spend fewer bits per λ: the small presets continue the doubling series with λ 0.0932 and
-    0.18 (TIC's next points) and 0.36 (ERSTC small's top), where stf-small's q8 still stops at ~0.7 bpp."""
+    0.18 (TIC's next points), 0.36 (ERSTC small's top) and 0.72, where stf-small's q8 still stops at ~0.7 bpp and
+    zigzag-small's q9 at ~0.6."""
     preset = get_preset(arch, "small")
-    assert preset.qualities == [1, 2, 3, 4, 5, 6, 7, 8, 9]
-    assert [preset.lambdas[q] for q in (7, 8, 9)] == [0.0932, 0.18, 0.36]
-    assert "qualities 7, 8 and 9" in preset.departures
+    assert preset.qualities == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [preset.lambdas[q] for q in (7, 8, 9, 10)] == [0.0932, 0.18, 0.36, 0.72]
+    assert "qualities 7, 8, 9 and 10 (λ 0.0932, 0.18, 0.36, 0.72)" in preset.departures
     assert get_preset(arch, "paper").qualities == [1, 2, 3, 4, 5, 6]
 
 

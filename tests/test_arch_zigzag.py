@@ -112,13 +112,13 @@ def test_paper_preset_has_the_reference_parameter_count():
 def test_presets_are_registered_with_the_stf_lambdas():
     for name in ("paper", "small", "tiny"):
         preset = get_preset("zigzag", name)
-        # Like STF's own small preset, the small one continues the λ series to 9 (fewer bits at equal λ).
+        # Like STF's own small preset, the small one continues the λ series to 10 (fewer bits at equal λ).
         expected = STF_SMALL_LAMBDAS if name == "small" else STF_LAMBDAS
         assert dict(preset.lambdas) == expected == dict(get_preset("stf", name).lambdas)
         assert preset.qualities == sorted(expected)
         assert preset.is_paper == (name == "paper")
         assert name == "paper" or preset.departures
-    assert "qualities 7, 8 and 9" in get_preset("zigzag", "small").departures
+    assert "qualities 7, 8, 9 and 10" in get_preset("zigzag", "small").departures
     assert ZIGZAG_PAPER.latent_channels == 384 and ZIGZAG_PAPER.chunk_channels == 64
     assert (ZIGZAG_PAPER.grid, ZIGZAG_PAPER.groups, ZIGZAG_PAPER.context_window) == (2, 6, 12)
     # The small preset keeps the paper's grid, order and sliding window.

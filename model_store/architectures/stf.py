@@ -90,11 +90,11 @@ from model_store.layers.swin import (
 
 #: MSE λ of the six published operating points (quality 1 = lowest rate); loss = λ·255²·MSE + bpp.
 STF_LAMBDAS: Dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.0483}
-#: The small presets continue the ladder with the next three points of the same doubling λ series (TIC's 7 and 8,
-#: then ERSTC small's top point 0.36): a CPU-sized model spends fewer bits than the paper's at equal λ (0.34 bpp at
-#: λ 0.025 where STF reaches ~0.6, 0.49-0.73 bpp at λ 0.18), so the six published points stop well short of the
-#: ~1 bpp users of a high-quality setting expect.
-STF_SMALL_LAMBDAS: Dict[int, float] = {**STF_LAMBDAS, 7: 0.0932, 8: 0.18, 9: 0.36}
+#: The small presets continue the ladder with the next four points of the same doubling λ series (TIC's 7 and 8,
+#: ERSTC small's top point 0.36, then 0.72): a CPU-sized model spends fewer bits than the paper's at equal λ (0.34 bpp
+#: at λ 0.025 where STF reaches ~0.6, 0.49-0.73 bpp at λ 0.18, and zigzag-small still only 0.63 at λ 0.36), so the six
+#: published points stop well short of the ~1 bpp users of a high-quality setting expect.
+STF_SMALL_LAMBDAS: Dict[int, float] = {**STF_LAMBDAS, 7: 0.0932, 8: 0.18, 9: 0.36, 10: 0.72}
 _SMALL_EXTRA_QUALITIES = sorted(set(STF_SMALL_LAMBDAS) - set(STF_LAMBDAS))
 #: The small presets' departure from the paper's ladder, in the words every STF-family card uses.
 STF_SMALL_LADDER_DEPARTURE = (
