@@ -155,8 +155,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=1, help="also measure N images coded together (images/s)")
     p.add_argument("--out", default=str(RESULTS / "codec"))
-    p.add_argument("--references", nargs="*", default=[REFERENCE, "compressai:cheng2020-attn"],
-                   help="CompressAI models measured alongside (cheng2020-attn's serial context is slow on any device)")
+    p.add_argument(
+        "--references",
+        nargs="*",
+        default=[REFERENCE, "compressai:cheng2020-attn"],
+        help="CompressAI models measured alongside (cheng2020-attn's serial context is slow on any device)",
+    )
     p.add_argument("--from-log", default=None,
                    help="rebuild the report from the 'SPEC {result}' lines a run printed (e.g. a device call's log; "
                         "the last block of such lines counts)")  # fmt: skip

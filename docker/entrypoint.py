@@ -135,7 +135,9 @@ def merge_metrics(texts: Mapping[str, str]) -> bytes:
     families: Dict[str, Metric] = {}
     for worker, text in texts.items():
         for family in text_string_to_metric_families(text):
-            merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit)
+            )
             for s in family.samples:
                 merged.add_sample(s.name, {**s.labels, "worker": worker}, s.value, s.timestamp, s.exemplar)
 
@@ -211,8 +213,9 @@ def _run_worker(fd: int, private_fd: int) -> int:
     from service.settings import load_settings
 
     _exit_with_the_supervisor()
-    logging.basicConfig(level=os.environ.get("LIC_LOG_LEVEL", "info").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LIC_LOG_LEVEL", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     shared = socket.socket(fileno=fd)
     private = socket.socket(fileno=private_fd)
     serve(load_settings(), sockets=[shared, private])
@@ -243,11 +246,20 @@ def _supervise(plan: Plan, env: Dict[str, str]) -> int:
     metrics = _metrics_server(metrics_port, worker_ports)
     for device, private in zip(plan.devices, privates):
         worker_env = {**env, **plan.env, "LIC_DEVICE": device}
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker-fd", str(listener.fileno()),
-               "--private-fd", str(private.fileno())]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker-fd",
+            str(listener.fileno()),
+            "--private-fd",
+            str(private.fileno()),
+        ]
         # own session: a terminal's Ctrl-C reaches the workers once (forwarded), not twice (which skips the drain)
-        children.append(subprocess.Popen(cmd, env=worker_env, pass_fds=(listener.fileno(), private.fileno()),
-                                         start_new_session=True))
+        children.append(
+            subprocess.Popen(
+                cmd, env=worker_env, pass_fds=(listener.fileno(), private.fileno()), start_new_session=True
+            )
+        )
         private.close()  # the worker has its own copy
     _log(f"{plan.describe()}; service on {host}:{port}, merged metrics on :{metrics_port}/metrics")
     try:

@@ -12,7 +12,9 @@ import urllib.request
 
 port = os.environ.get("LIC_PORT", "8000")
 try:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=float(sys.argv[1]) if len(sys.argv) > 1 else 3) as r:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/health/live", timeout=float(sys.argv[1]) if len(sys.argv) > 1 else 3
+    ) as r:
         sys.exit(0 if r.status == 200 else 1)
 except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
     print(f"unhealthy: {exc}", file=sys.stderr)

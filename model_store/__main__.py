@@ -1,9 +1,9 @@
 """Command line: ``python -m model_store {list,params,compress,decompress}``.
 
-    python -m model_store list [--json]          architectures, presets, qualities, which have shipped weights
-    python -m model_store params [--json]        parameter count of every architecture x preset
-    python -m model_store compress IN.png OUT.bin [--model NAME] [--quality Q] [--effort E] [--format-version V]
-    python -m model_store decompress IN.bin OUT.png   (model, quality and size are read from the container)
+python -m model_store list [--json]          architectures, presets, qualities, which have shipped weights
+python -m model_store params [--json]        parameter count of every architecture x preset
+python -m model_store compress IN.png OUT.bin [--model NAME] [--quality Q] [--effort E] [--format-version V]
+python -m model_store decompress IN.bin OUT.png   (model, quality and size are read from the container)
 """
 
 from __future__ import annotations

@@ -90,7 +90,9 @@ class ImageCodec:
         format_version: int = container.FORMAT_VERSION,
     ):
         if format_version not in container.WRITABLE_VERSIONS:
-            raise ValueError(f"format version {format_version} cannot be written (known: {container.WRITABLE_VERSIONS})")
+            raise ValueError(
+                f"format version {format_version} cannot be written (known: {container.WRITABLE_VERSIONS})"
+            )
         self.identity = identity
         #: the container version streams are written in: the newest by default; an older one while some decoders
         #: in a fleet have not been upgraded yet (every decoder reads every older version)

@@ -109,9 +109,7 @@ class StreamHeader:
     def names_weights(self, sha256: bytes) -> bool:
         """True if the stream was made with the weights whose full sha256 is ``sha256`` (version 1 stores the whole
         digest, version 2 its first 8 bytes)."""
-        return len(self.weights_digest) in (DIGEST_SIZE, DIGEST_PREFIX_SIZE) and sha256.startswith(
-            self.weights_digest
-        )
+        return len(self.weights_digest) in (DIGEST_SIZE, DIGEST_PREFIX_SIZE) and sha256.startswith(self.weights_digest)
 
 
 @dataclass(frozen=True)

@@ -362,11 +362,7 @@ def _plasma(name: str, note: str, quality: Quality = Quality.COMPRESSED) -> Phot
 
 #: RESERVED evaluation set: independent of everything the models were trained or tuned on. Photos only.
 RESERVED_CATALOG = Catalog(
-    packages=(
-        SourcePackage(_LOMIRI16, (_BG,)),
-        SourcePackage(_LOMIRI20, (_BG,)),
-        SourcePackage(_PLASMA, (_PW,)),
-    ),
+    packages=(SourcePackage(_LOMIRI16, (_BG,)), SourcePackage(_LOMIRI20, (_BG,)), SourcePackage(_PLASMA, (_PW,))),
     photos=(
         Photo(_LOMIRI16, _BG + "Bridge_by_Sander_Klootwijk.jpg", _M, "bridge cables, sky, mudflats"),
         Photo(_LOMIRI16, _BG + "Dragonfly_by_Bolly.jpg", _M, "twig and leaves against sky"),

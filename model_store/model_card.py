@@ -19,7 +19,9 @@ from model_store.architectures.registry import get_preset
 
 def rd_points_from_eval(report: Dict, model_id: str) -> Dict[int, Dict]:
     points = report["codecs"].get(model_id, {}).get("points", [])
-    return {int(p["quality"]): {k: p[k] for k in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "n_images")} for p in points}
+    return {
+        int(p["quality"]): {k: p[k] for k in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s", "n_images")} for p in points
+    }
 
 
 OPERATING_POINTS = "## Operating points (validation set, real bitstreams)"
@@ -84,14 +86,23 @@ def render(manifest: Dict, report: Optional[Dict]) -> str:
     if report:
         bd = report.get("bd_rate", {}).get(manifest["model"], {})
         if bd:
-            lines += ["", "BD-rate (PSNR) against classical codecs measured in the same run (negative = fewer bits):", ""]
+            lines += [
+                "",
+                "BD-rate (PSNR) against classical codecs measured in the same run (negative = fewer bits):",
+                "",
+            ]
             measured = sum(1 for item in manifest["qualities"].values() if item.get("rd"))
             missing = "no overlap" if measured >= 2 else "n/a (one operating point: a BD-rate needs a curve)"
-            lines += [f"- vs {anchor}: {value:+.1f} %" if value is not None else f"- vs {anchor}: {missing}"
-                      for anchor, value in sorted(bd.items())]
+            lines += [
+                f"- vs {anchor}: {value:+.1f} %" if value is not None else f"- vs {anchor}: {missing}"
+                for anchor, value in sorted(bd.items())
+            ]
         env = report.get("environment", {})
-        lines += ["", f"Measured by `python -m model_store.eval` ({env.get('git_commit', '?')}) on "
-                      f"{len(report.get('images', []))} validation images."]
+        lines += [
+            "",
+            f"Measured by `python -m model_store.eval` ({env.get('git_commit', '?')}) on "
+            f"{len(report.get('images', []))} validation images.",
+        ]
     recipe = manifest.get("recipe", {})
     lines += ["", "## Training recipe", "", "```json", json.dumps(recipe, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)

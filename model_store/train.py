@@ -167,7 +167,9 @@ def amp_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is native on ``device`` (CPUs without AVX512-BF16/AMX emulate it, slowly)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (
+        device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def rd_loss(out: Dict, x: torch.Tensor, lmbda: float) -> Dict[str, torch.Tensor]:
@@ -307,8 +309,10 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> Set[str]:
     missing = set(model.load_state_dict(with_model_constants(model, state), strict=False).missing_keys)
     if reshaped:
         modules = sorted({k.split(".")[0] for k in reshaped})
-        print(f"{len(reshaped)} parameters of other shapes in {path} left as initialised ({', '.join(modules)})",
-              file=sys.stderr)
+        print(
+            f"{len(reshaped)} parameters of other shapes in {path} left as initialised ({', '.join(modules)})",
+            file=sys.stderr,
+        )
     new_params = [k for k in own if k in missing]
     if new_params:
         modules = sorted({k.split(".")[0] for k in new_params})
@@ -374,7 +378,9 @@ def train(cfg: TrainConfig) -> Path:
 
     amp = cfg.amp and amp_supported(device)
     if cfg.amp and not amp:
-        print(f"--amp ignored: {device} has no native bf16 (it would be emulated, slower than float32)", file=sys.stderr)
+        print(
+            f"--amp ignored: {device} has no native bf16 (it would be emulated, slower than float32)", file=sys.stderr
+        )
     model = create_model(cfg.arch, cfg.preset, cfg.quality).to(device)
     if cfg.quantizer not in model.training_quantizers:
         raise ValueError(
@@ -390,7 +396,9 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.val_metric not in VAL_METRICS:
         raise ValueError(f"--val-metric must be one of {VAL_METRICS}, got {cfg.val_metric!r}")
     if cfg.distill_until is not None and not (cfg.teacher and 0.0 <= cfg.distill_until <= 1.0):
-        raise ValueError(f"--distill-until takes a fraction 0..1 of the run and needs --teacher, got {cfg.distill_until}")
+        raise ValueError(
+            f"--distill-until takes a fraction 0..1 of the run and needs --teacher, got {cfg.distill_until}"
+        )
     main_params, aux_params = split_parameters(model)
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)

@@ -71,8 +71,15 @@ def _axis_formatter(unit: str):
     return FuncFormatter(lambda v, _: human(v, unit))
 
 
-def render(prometheus: str, out: Path, minutes: float = 15.0, step: Optional[float] = None,
-           rate_interval: Optional[str] = None, dashboard_path: Path = DASHBOARD, end: Optional[float] = None) -> Path:
+def render(
+    prometheus: str,
+    out: Path,
+    minutes: float = 15.0,
+    step: Optional[float] = None,
+    rate_interval: Optional[str] = None,
+    dashboard_path: Path = DASHBOARD,
+    end: Optional[float] = None,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,16 +91,27 @@ def render(prometheus: str, out: Path, minutes: float = 15.0, step: Optional[flo
     end = end or time.time()
     start = end - minutes * 60
     step = step or max(1.0, minutes * 60 / 240)
-    values = {"__rate_interval": rate_interval or f"{max(int(4 * step), 60)}s",
-              "__interval": f"{int(step)}s", "__range": f"{int(minutes * 60)}s"}
+    values = {
+        "__rate_interval": rate_interval or f"{max(int(4 * step), 60)}s",
+        "__interval": f"{int(step)}s",
+        "__range": f"{int(minutes * 60)}s",
+    }
     panels = dashboard["panels"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
     unit_h = 0.42
     fig = plt.figure(figsize=(22.0, rows * unit_h + 0.8), facecolor=BACKGROUND)
-    fig.text(0.01, 1 - 0.35 / (rows * unit_h + 0.8), dashboard["title"], color=TEXT, fontsize=16, weight="bold", va="center")
-    fig.text(0.99, 1 - 0.35 / (rows * unit_h + 0.8),
-             time.strftime("last %%d min, to %Y-%m-%d %H:%M:%S", time.localtime(end)).replace("%d", str(int(minutes))),
-             color=TEXT, fontsize=10, ha="right", va="center")
+    fig.text(
+        0.01, 1 - 0.35 / (rows * unit_h + 0.8), dashboard["title"], color=TEXT, fontsize=16, weight="bold", va="center"
+    )
+    fig.text(
+        0.99,
+        1 - 0.35 / (rows * unit_h + 0.8),
+        time.strftime("last %%d min, to %Y-%m-%d %H:%M:%S", time.localtime(end)).replace("%d", str(int(minutes))),
+        color=TEXT,
+        fontsize=10,
+        ha="right",
+        va="center",
+    )
     top = 0.8 / (rows * unit_h + 0.8)
     usable = 1 - top
 
@@ -123,8 +141,17 @@ def render(prometheus: str, out: Path, minutes: float = 15.0, step: Optional[flo
         frame.set_yticks([])
         for spine in frame.spines.values():
             spine.set_color(GRID)
-        frame.text(0.01, 0.97, panel["title"], color=TEXT, fontsize=9, weight="bold", ha="left", va="top",
-                   transform=frame.transAxes)
+        frame.text(
+            0.01,
+            0.97,
+            panel["title"],
+            color=TEXT,
+            fontsize=9,
+            weight="bold",
+            ha="left",
+            va="top",
+            transform=frame.transAxes,
+        )
         ax = fig.add_axes(inset(rect) if panel["type"] != "stat" else rect)
         ax.set_facecolor(PANEL if panel["type"] != "stat" else "none")
         for spine in ax.spines.values():
@@ -142,8 +169,17 @@ def render(prometheus: str, out: Path, minutes: float = 15.0, step: Optional[flo
             ax.set_xticks([])
             ax.set_yticks([])
             last = next((s[3][np.isfinite(s[3])][-1] for s in series if np.isfinite(s[3]).any()), None)
-            ax.text(0.5, 0.45, human(last, unit) if last is not None else "No data", color=PALETTE[0] if last is not None else TEXT,
-                    fontsize=22, weight="bold", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.45,
+                human(last, unit) if last is not None else "No data",
+                color=PALETTE[0] if last is not None else TEXT,
+                fontsize=22,
+                weight="bold",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             continue
         if panel["type"] == "heatmap":
             buckets = {}
@@ -173,13 +209,28 @@ def render(prometheus: str, out: Path, minutes: float = 15.0, step: Optional[flo
         ax.xaxis.set_major_formatter(time_format)
         for i, (target, labels, ts, vs) in enumerate(series[:10]):
             times = mdates.date2num([datetime.datetime.fromtimestamp(t) for t in ts])
-            ax.plot(times, vs, color=PALETTE[i % len(PALETTE)], linewidth=1.2, label=legend(target.get("legendFormat", ""), labels))
+            ax.plot(
+                times,
+                vs,
+                color=PALETTE[i % len(PALETTE)],
+                linewidth=1.2,
+                label=legend(target.get("legendFormat", ""), labels),
+            )
         if series:
-            ax.legend(loc="upper left", fontsize=6, facecolor=PANEL, edgecolor=GRID, labelcolor=TEXT, ncol=2, framealpha=0.8)
+            ax.legend(
+                loc="upper left", fontsize=6, facecolor=PANEL, edgecolor=GRID, labelcolor=TEXT, ncol=2, framealpha=0.8
+            )
             ax.set_ylim(bottom=0)
         else:
-            ax.text(0.5, 0.5, "No data" + (" (no GPU)" if "GPU" in panel["title"] else ""), color=TEXT,
-                    ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "No data" + (" (no GPU)" if "GPU" in panel["title"] else ""),
+                color=TEXT,
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             ax.set_yticks([])
             ax.set_xticks([])
     out = Path(out)

@@ -86,7 +86,13 @@ def test_a_digest_prefix_is_only_written_where_the_format_stores_a_prefix():
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(
     "field, value",
-    [("quality", 256), ("height", -1), ("width", 2**32), ("pad_right", 2**16), ("latent_shapes", ((1, 1, 2**16), (1, 1, 1)))],
+    [
+        ("quality", 256),
+        ("height", -1),
+        ("width", 2**32),
+        ("pad_right", 2**16),
+        ("latent_shapes", ((1, 1, 2**16), (1, 1, 1))),
+    ],
 )
 def test_values_outside_the_contract_are_refused_by_every_version(version, field, value):
     with pytest.raises(ValueError):

@@ -149,8 +149,9 @@ def test_a_prefix_naming_two_installed_files_is_refused_not_guessed(weights_root
 def test_keeping_a_kept_file_points_at_the_folder_that_holds_it(weights_root):
     """v3 keeps q1 "from v2", which itself kept it from v1: the manifest must name v1, where the file is."""
     torch.manual_seed(1)
-    registry.write_model_version({2: create_model("stf", "tiny", 2)}, "stf", "tiny", "v2", root=weights_root,
-                                 reused={1: "v1"})
+    registry.write_model_version(
+        {2: create_model("stf", "tiny", 2)}, "stf", "tiny", "v2", root=weights_root, reused={1: "v1"}
+    )
     registry.write_model_version({}, "stf", "tiny", "v3", root=weights_root, reused={1: "v2", 2: "v2"})
     items = json.loads((weights_root / "stf-tiny" / "v3" / "manifest.json").read_text())["qualities"]
     assert (items["1"]["stored_in"], items["2"]["stored_in"]) == ("v1", "v2")

@@ -129,7 +129,9 @@ def test_a_server_pinned_to_the_older_container_format_writes_it_and_reads_both(
     image = png(32, 48)
     current = codec_of(two_versions, "2", 1).compress(open_image(image))
     with running(two_versions, stream_format_version=1) as server:
-        r = httpx.post(server.url + "/compress", params={"quality": 1}, content=image, headers={"Content-Type": "image/png"})
+        r = httpx.post(
+            server.url + "/compress", params={"quality": 1}, content=image, headers={"Content-Type": "image/png"}
+        )
         decoded_new = decompress(server.url, current)
         decoded_old = decompress(server.url, r.content)
     assert r.status_code == 200 and container.parse_header(r.content).version == 1

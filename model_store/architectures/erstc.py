@@ -223,9 +223,7 @@ def _group(dim: int, depth: int, heads: int, window: int, rates: List[float], cf
 def _feature_enhancement(cfg: ERSTCConfig) -> nn.Module:
     if cfg.fe_channels == 0:
         return nn.Identity()
-    return FeatureEnhancement(
-        3, cfg.fe_channels, cfg.fe_growth, cfg.fe_dense_layers, zero_init=cfg.identity_init
-    )
+    return FeatureEnhancement(3, cfg.fe_channels, cfg.fe_growth, cfg.fe_dense_layers, zero_init=cfg.identity_init)
 
 
 class ERSTC(CausalContextCoding, LearnedImageCodec):

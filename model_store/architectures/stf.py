@@ -470,13 +470,7 @@ SMALL_ENTROPY = ChannelConditionalConfig(
 )
 
 STF_PAPER = STFConfig()
-STF_SMALL = STFConfig(
-    embed_dim=16,
-    depths=(2, 2, 2, 2),
-    num_heads=(1, 2, 4, 8),
-    head_kernel=3,
-    entropy=SMALL_ENTROPY,
-)
+STF_SMALL = STFConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), head_kernel=3, entropy=SMALL_ENTROPY)
 STF_TINY = STFConfig(
     embed_dim=4,
     depths=(2, 2, 2, 1),

@@ -90,6 +90,7 @@ TIC_LAMBDAS: Dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0
 #: Qualities up to this one use the low-rate widths.
 LOW_RATE_QUALITIES = 4
 
+
 @dataclass(frozen=True)
 class TICConfig:
     """Widths, Swin layout and CAM size of one TIC model (defaults: the paper's low-rate ``tic``)."""

@@ -473,6 +473,8 @@ register(
         is_paper=True,
     )
 )
+
+
 def _transforms_summary(cfg: STFConfig) -> str:
     e = cfg.entropy
     return (

@@ -166,4 +166,3 @@ class GaussianSymbolDecoder:
                 "entropy-coder inputs differ from the encoder's (scale-index CRC "
                 f"{self.index_crc:08x} != {expected_crc:08x}); the stream cannot be decoded faithfully here"
             )
-

@@ -276,8 +276,6 @@ def windowed_attention(attn: nn.Module, x: Tensor, window_size: int, shift_size:
     return x
 
 
-
-
 class SwinTransformerBlock(nn.Module):
     """Pre-norm Swin block on ``(B, L, C)`` tokens of an ``H x W`` map: ``forward(x, h, w) -> (B, L, C)``.
 

@@ -121,7 +121,9 @@ class WindowAttentionV2(nn.Module):
             nn.Linear(2, cpb_hidden, bias=True), nn.ReLU(inplace=True), nn.Linear(cpb_hidden, num_heads, bias=False)
         )
         self.register_buffer(
-            "relative_coords_table", log_spaced_relative_coords(self.window_size, pretrained), persistent=False  # type: ignore[arg-type]
+            "relative_coords_table",
+            log_spaced_relative_coords(self.window_size, pretrained),
+            persistent=False,  # type: ignore[arg-type]
         )
         self.register_buffer("relative_position_index", _relative_position_index(self.window_size), persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
