@@ -13,8 +13,9 @@
 #
 # Nothing under model_store/ or benchmarks/results/ changes until the evaluation has finished and passed the
 # ladder check, so an interrupted or refused release leaves the repo as it was. What stays manual: the README
-# "Models" rows (printed at the end), the default model (model_store/weights/default.json) and, after the commit,
-# retiring the files the new versions supersede (listed at the end; model_store/retirement.py).
+# "Models" row and model_store/weights/HISTORY.md's entry (numbers printed at the end), the default model
+# (model_store/weights/default.json) and, after the commit, retiring the files the new versions supersede (listed
+# at the end; model_store/retirement.py).
 # Env: PY (python, default .venv/bin/python), THREADS (torch threads for the evaluation, default 1),
 #      VAL (validation folder, default data/val), WEIGHTS (default model_store/weights),
 #      RESULTS (default benchmarks/results).
@@ -157,7 +158,7 @@ PYEOF
     grep -F "| $MODEL |" "$RESULTS/ranking.md" || true
     echo "release: $DEST installed"
 done
-echo "release: now update README 'Models' (and default.json if a release becomes the default) and commit"
+echo "release: now update README 'Models', model_store/weights/HISTORY.md (and default.json if a release becomes the default) and commit"
 if $PY -m model_store.retirement --root "$WEIGHTS" list | grep '^superseded'; then
     echo "release: no newest version serves the files above any more: once the release is committed, retire them"
     echo "         (python -m model_store.retirement retire; git history keeps them, streams naming them get 410)"
