@@ -158,7 +158,8 @@ PYEOF
     grep -F "| $MODEL |" "$RESULTS/ranking.md" || true
     echo "release: $DEST installed"
 done
-echo "release: now update README 'Models', model_store/weights/HISTORY.md (and default.json if a release becomes the default) and commit"
+echo "release: now update README 'Models' and model_store/weights/HISTORY.md (and default.json if a release"
+echo "         becomes the default) and commit"
 if $PY -m model_store.retirement --root "$WEIGHTS" list | grep '^superseded'; then
     echo "release: no newest version serves the files above any more: once the release is committed, retire them"
     echo "         (python -m model_store.retirement retire; git history keeps them, streams naming them get 410)"
