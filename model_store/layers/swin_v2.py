@@ -122,8 +122,8 @@ class WindowAttentionV2(nn.Module):
         )
         self.register_buffer(
             "relative_coords_table",
-            log_spaced_relative_coords(self.window_size, pretrained),
-            persistent=False,  # type: ignore[arg-type]
+            log_spaced_relative_coords(self.window_size, pretrained),  # type: ignore[arg-type]
+            persistent=False,
         )
         self.register_buffer("relative_position_index", _relative_position_index(self.window_size), persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
