@@ -59,6 +59,9 @@ class TrainConfig:
     clip_norm: float = 1.0
     lmbda: Optional[float] = None  # None: the preset's λ for this quality
     init_from: Optional[str] = None  # checkpoint to start from (another quality's run)
+    #: ``OLD:NEW``: ``init_from`` is a narrower preset, grown into this one (model_store.widen; e.g. 24:48 for
+    #: erstc-small's M 96 -> 192, the CAM head width)
+    widen_unit: Optional[str] = None
     #: Distillation of the analysis transform, ``ARCH=WEIGHTS``: a trained model of another architecture with the
     #: same latent (channels, stride; same preset and quality) whose ``g_a(x)`` the student's ``g_a`` is pulled
     #: towards with ``distill_weight · mean((y - y_teacher)²)`` added to the RD loss, until ``distill_until``
@@ -100,6 +103,10 @@ class TrainConfig:
     #: count elapsed time as progress for the late lr decay: a time-boxed run (a lent GPU has ~15 minutes in
     #: all) still ends decayed. Time counts per call; a resumed run starts its clock again.
     max_minutes: float = 0.0
+    #: What ``max_minutes`` counts: "wall" time, or "cpu" time of this process (``time.process_time``). A niced
+    #: run beside foreground work gets a varying share of a core; side-by-side experiments ("same CPU minutes")
+    #: need the CPU clock so both runs stop and decay after the same compute.
+    budget_clock: str = "wall"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -281,7 +288,7 @@ def save_checkpoint(
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
 
 
-def load_weights_only(model: LearnedImageCodec, path: str) -> Set[str]:
+def load_weights_only(model: LearnedImageCodec, path: str, widen: Optional[str] = None) -> Set[str]:
     """Start from another run's weights: a training checkpoint (``.pt``) or shipped fp16 weights (``.safetensors``).
 
     Shipped weights are a valid base because a fresh machine has no ``runs/``: fine-tuning a new quality from the
@@ -292,6 +299,9 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> Set[str]:
     or as initialised, and parameters whose shapes differ are left as initialised; both are reported. E.g.
     ``stf-small`` from ``wacnn-small``: the same hyperprior and channel-conditional entropy model (77 % of its
     parameters), only the Swin transforms g_a/g_s to learn. Returns the names of the parameters it did not load.
+
+    With ``widen`` (``OLD:NEW`` channel groups, :mod:`model_store.widen`) a checkpoint of a *narrower* preset is
+    embedded instead: tensors of other shapes keep their trained values in the wider ones, new outputs start at 0.
     """
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -303,6 +313,12 @@ def load_weights_only(model: LearnedImageCodec, path: str) -> Set[str]:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     from model_store.registry import with_model_constants
 
+    if widen:
+        from model_store.widen import WidenUnit, widen_state, widened_names
+
+        grown = widened_names(model, state)
+        state = widen_state(model, state, WidenUnit.parse(widen))
+        print(f"{len(grown)} tensors of {path} widened into this preset ({widen})", file=sys.stderr)
     own = dict(model.named_parameters())
     reshaped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     state = {k: v for k, v in state.items() if k not in reshaped}
@@ -416,7 +432,7 @@ def train(cfg: TrainConfig) -> Path:
         np.random.set_state(ckpt["rng"]["numpy"])
         print(f"resumed {last} at step {start}", file=sys.stderr)
     elif cfg.init_from:
-        load_weights_only(model, cfg.init_from)
+        load_weights_only(model, cfg.init_from, widen=cfg.widen_unit)
         print(f"initialised from {cfg.init_from}", file=sys.stderr)
     teacher = load_teacher(cfg.teacher, cfg, model, device) if cfg.teacher else None
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
@@ -449,18 +465,21 @@ def train(cfg: TrainConfig) -> Path:
         keep_if_best(0, record["val"])
         log.write(json.dumps(record) + "\n")
     model.train()
-    t0 = time.time()
+    if cfg.budget_clock not in ("wall", "cpu"):
+        raise ValueError(f"--budget-clock is wall or cpu, got {cfg.budget_clock!r}")
+    clock = time.process_time if cfg.budget_clock == "cpu" else time.time
+    t0, wall0, cpu0 = clock(), time.time(), time.process_time()
     bar = tqdm(loader, initial=start, total=cfg.steps, desc=f"{cfg.arch}-{cfg.preset} q{cfg.quality}", smoothing=0.05)
     step, bad_steps = start, 0
     for x in bar:
         x = x.to(device, non_blocking=True)
-        lr = lr_at(step, cfg, time.time() - t0)
+        lr = lr_at(step, cfg, clock() - t0)
         for group in opt.param_groups:
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out_fw = model(x)
         losses = rd_loss(out_fw, x, lmbda)
-        if teacher is not None and distilling(step, cfg, time.time() - t0):
+        if teacher is not None and distilling(step, cfg, clock() - t0):
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 y_teacher = teacher.analysis(x)
             losses["distill"] = F.mse_loss(out_fw["y"].float(), y_teacher.float())
@@ -491,12 +510,13 @@ def train(cfg: TrainConfig) -> Path:
             "lr": lr,
             "grad_norm": float(grad_norm),
             "skipped": bad_steps > 0,
-            "elapsed_s": round(time.time() - t0, 1),
+            "elapsed_s": round(time.time() - wall0, 1),
+            "cpu_s": round(time.process_time() - cpu0, 1),
         }
         if "distill" in losses:
             record["distill"] = losses["distill"].item()
         bar.set_postfix(loss=f"{record['loss']:.3f}", bpp=f"{record['bpp']:.3f}", psnr=f"{record['psnr']:.2f}")
-        out_of_time = cfg.max_minutes > 0 and time.time() - t0 >= 60.0 * cfg.max_minutes
+        out_of_time = cfg.max_minutes > 0 and clock() - t0 >= 60.0 * cfg.max_minutes
         final = step == cfg.steps or out_of_time
         if step % cfg.eval_every == 0 or final:
             record["val"] = validate(scored, val_images, lmbda, device, cfg.val_metric)

@@ -117,6 +117,23 @@ def test_a_time_boxed_run_stops_validated_checkpointed_and_decayed(image_dirs, t
     assert lr_at(5, timed, elapsed_s=8.5 * 60) == pytest.approx(1e-4)  # 85 % of the time: decayed
 
 
+def test_a_cpu_time_box_counts_this_process_cpu_seconds_and_logs_them(image_dirs, tmp_path, monkeypatch):
+    """--budget-clock cpu: side-by-side experiments stop after equal compute, however busy the machine is (a run
+    that gets no CPU does not use up its box); every record carries cpu_s next to the wall-clock elapsed_s."""
+    import dataclasses
+    import time
+
+    cfg = dataclasses.replace(tiny_config(image_dirs, tmp_path / "cpu", steps=3), max_minutes=1e-6, eval_every=500)
+    monkeypatch.setattr(time, "process_time", lambda: 0.0)  # a starved run: its CPU clock stands still
+    train(dataclasses.replace(cfg, budget_clock="cpu"))
+    records = [json.loads(line) for line in (tmp_path / "cpu" / "log.jsonl").read_text().splitlines()][1:]
+    assert [r["step"] for r in records] == [1, 2, 3] and all("cpu_s" in r and "elapsed_s" in r for r in records)
+    train(dataclasses.replace(cfg, out=str(tmp_path / "wall")))  # the wall clock ran out after the first step
+    assert len((tmp_path / "wall" / "log.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="budget-clock"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "bad"), budget_clock="gpu"))
+
+
 @pytest.mark.skipif(not amp_supported(torch.device("cpu")), reason="this CPU has no native bf16")
 def test_mixed_precision_trains_on_a_cpu_with_native_bf16(image_dirs, tmp_path):
     out = tmp_path / "amp"

@@ -95,6 +95,7 @@ __all__ = [
     "ERSTC_SMALL",
     "ERSTC_SMALL_LAMBDAS",
     "ERSTC_TINY",
+    "ERSTC_WIDE",
     "PAPER_PARAMETER_COUNTS",
 ]
 
@@ -167,6 +168,10 @@ ERSTC_SMALL = ERSTCConfig(
     cam_heads=4,
     cam_mlp_ratio=2.0,
 )
+#: The beat-AVIF campaign's capacity experiment: erstc-small with twice the latent channels (the papers use
+#: 192-320; the small preset's 96 looked like the bottleneck at high rates). Grown from erstc-small's files with
+#: ``--init-from ... --widen-unit 24:48`` (24 = M / cam_heads, the CAM head width), see model_store.widen.
+ERSTC_WIDE = replace(ERSTC_SMALL, M=192)
 ERSTC_TINY = ERSTCConfig(
     N=16,
     M=16,
@@ -332,6 +337,17 @@ register(
         "(1, 2) blocks at strides 4/8 (paper: 1, 2, 3); heads (4, 4), hyper heads 4, MLP ratio 2 (paper 4); feature "
         "enhancement 8 channels with 2-conv dense blocks of growth 4 (paper: 64 channels, 5 convs, growth 32); CAM "
         "with 4 heads and MLP ratio 2 (paper: 16, 4)",
+        extra=_extra(),
+    )
+)
+register(
+    Preset(
+        arch="erstc",
+        name="wide",
+        lambdas=ERSTC_SMALL_LAMBDAS,
+        build=lambda q: ERSTC(ERSTC_WIDE),
+        description="erstc-small with 192 latent channels (capacity experiment; grown from erstc-small)",
+        departures="as erstc-small, with M = 192",
         extra=_extra(),
     )
 )
