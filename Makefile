@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 setup: $(STAMP)
 
+# The address comes from the service's settings, LIC_HOST / LIC_PORT (env or --settings file), as with
+# `python -m service` and the images; HOST= / PORT= are kept as aliases and win over them.
 serve: $(STAMP)
-	$(BIN)/python -m service --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	$(BIN)/python -m service $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	bash scripts/install_test_tools.sh

@@ -65,11 +65,15 @@ def _params(args) -> int:
 
 
 def _compress(args) -> int:
+    from model_store import registry
     from model_store.codec import bits_per_pixel, load_codec
     from model_store.image_io import open_image
 
     image = open_image(Path(args.input))
-    codec = load_codec(args.model, args.quality)
+    quality = args.quality
+    if quality is None:
+        quality = registry.default_quality(registry.shipped_models().get(args.model or registry.default_model(), []))
+    codec = load_codec(args.model, quality)
     codec.format_version = args.format_version
     t0 = time.perf_counter()
     data = codec.compress(image, effort=args.effort)
@@ -110,12 +114,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_params)
     from model_store.refine import EFFORTS
+    from model_store.registry import DEFAULT_QUALITY
 
     p = sub.add_parser("compress", help="image file -> bitstream")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--model", default=None, help="model id (default: the default model)")
-    p.add_argument("--quality", type=int, default=3)
+    p.add_argument(
+        "--quality", type=int, help=f"quality level (default: {DEFAULT_QUALITY}, or the model's nearest one)"
+    )
     p.add_argument(
         "--effort",
         type=int,

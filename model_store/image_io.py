@@ -8,7 +8,8 @@ step with the code):
 * Size: width and height are read from the header and checked against :class:`ImageLimits` before a pixel is
   decoded, so a few hundred bytes announcing 100000 x 100000 are refused in microseconds. Pillow's own
   decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, left at its default because it is process-global and
-  decoding runs in threads) is an outer ceiling: sizes it refuses are reported as limit errors too.
+  decoding runs in threads) is an outer ceiling (about 179 M pixels): sizes it refuses are reported as the same
+  limit error, naming our limit and the setting that changes it rather than Pillow's, which no caller can change.
 * Frames: animated PNG and WebP are rejected. A JPEG with a Multi-Picture (MPO) index is accepted and its first
   (primary) image used: phones store HDR gain maps, depth maps and previews as secondary images after the photo,
   and stereo cameras store the left view first. The secondary images are never decoded.
@@ -75,8 +76,14 @@ _TRANSPOSE = {
 
 @dataclass(frozen=True)
 class ImageLimits:
+    #: images are refused above it; values above Pillow's own ceiling (about 179 M) do not let bigger images in
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_side: int = 65_535  # the container stores sizes as uint32 but latent shapes as uint16
+    #: what sets max_pixels, named in the error so that whoever reads it knows which knob turns it (LIC_MAX_PIXELS)
+    max_pixels_setting: str = "ImageLimits.max_pixels"
+
+    def too_many_pixels(self, announced: str) -> LimitExceededError:
+        return LimitExceededError(f"{announced}; the limit is {self.max_pixels} pixels ({self.max_pixels_setting})")
 
 
 def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
@@ -85,7 +92,7 @@ def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
     if width > limits.max_side or height > limits.max_side:
         raise LimitExceededError(f"image side {max(width, height)} exceeds the limit {limits.max_side}")
     if width * height > limits.max_pixels:
-        raise LimitExceededError(f"image has {width * height} pixels, the limit is {limits.max_pixels}")
+        raise limits.too_many_pixels(f"image has {width * height} pixels")
 
 
 def open_image(source: Union[bytes, str, Path], limits: ImageLimits = ImageLimits()) -> np.ndarray:
@@ -94,8 +101,8 @@ def open_image(source: Union[bytes, str, Path], limits: ImageLimits = ImageLimit
     try:
         try:
             img = Image.open(stream, formats=FORMATS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise LimitExceededError(f"the image header announces too many pixels: {exc}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise limits.too_many_pixels("the image header announces too many pixels for the decoder to open") from None
         except Exception as exc:  # Pillow raises several types for data it cannot identify
             raise ImageInputError(f"not a PNG, JPEG or WebP image, or damaged ({type(exc).__name__})") from None
         check_dimensions(img.width, img.height, limits)

@@ -1,7 +1,7 @@
 """Command line: run the server, talk to one, or write the OpenAPI contract.
 
     python -m service [serve] [--host H] [--port P] [--settings FILE]     settings also from LIC_* env vars
-    python -m service compress IN.png OUT.bin --quality 4 [--model M] [--url URL] [--multipart]
+    python -m service compress IN.png OUT.bin [--quality 4] [--model M] [--url URL] [--multipart]
     python -m service decompress OUT.bin BACK.png [--format png|webp|jpeg] [--url URL]
     python -m service openapi [--out openapi/openapi.json] [--check]
     python -m service loadtest IMAGE --quality 1 [--factor 2] [--url URL] [--json OUT.json]   capacity + overload
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     compress = sub.add_parser("compress", help="compress an image file through a running server")
     compress.add_argument("input", type=Path)
     compress.add_argument("output", type=Path)
-    compress.add_argument("--quality", type=int, required=True)
+    compress.add_argument("--quality", type=int, help="quality level (default: the server's default for the model)")
     compress.add_argument("--model", help="model id (default: the server's default model)")
     compress.add_argument("--url", default=DEFAULT_URL)
     compress.add_argument("--multipart", action="store_true", help="upload as multipart/form-data")

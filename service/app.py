@@ -8,22 +8,28 @@ the body, then headers of the image or stream, and only then decode), and hand t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from contextlib import ExitStack, asynccontextmanager
-from typing import List, Literal, Optional
+from importlib.resources import files
+from typing import Annotated, List, Literal, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import Message
 
 from model_store import __version__, container
 from model_store.errors import ImageInputError, LimitExceededError, ModelStoreError
+from model_store.refine import MAX_EFFORT
 from service import media
 from service.access import ClientLimiter, TokenStore, client_key
 from service.errors import (
@@ -48,6 +54,12 @@ from service.settings import ServiceSettings, load_settings
 log = logging.getLogger("service")
 
 TIMEOUT_HEADER = "X-Request-Timeout"
+
+#: Swagger UI's script, styles and icon for /docs, served by the app itself so the page works without internet
+#: access. They come from the fastapi-offline package: Swagger UI 5, the first release that renders the OpenAPI 3.1
+#: documents FastAPI writes (swagger-ui-bundle, the other package that ships them, has Swagger UI 4).
+DOCS_ASSETS_URL = "/docs/assets"
+DOCS_ASSETS_DIR = str(files("fastapi_offline") / "static")
 
 
 # -- response bodies (also the OpenAPI schemas) --------------------------------------------------------------------
@@ -85,6 +97,7 @@ class ModelInfo(BaseModel):
     model: str
     arch: str
     preset: str
+    default_quality: int = Field(description="the quality POST /compress uses when the request names none")
     qualities: List[QualityInfo]
 
 
@@ -130,7 +143,9 @@ def _header(description: str, type_: str = "string") -> dict:
 
 _RESULT_HEADERS = {
     "X-Model": _header("model id that made the stream"),
-    "X-Quality": _header("quality level", "integer"),
+    "X-Quality": _header(
+        "quality level of the stream (on /compress without quality: the model's default_quality)", "integer"
+    ),
     "X-Image-Width": _header("image width in pixels", "integer"),
     "X-Image-Height": _header("image height in pixels", "integer"),
     "X-Batch-Size": _header("requests that shared this request's network pass", "integer"),
@@ -210,11 +225,12 @@ _DECOMPRESS_RESPONSES = {
 DESCRIPTION = """
 Learned image compression over HTTP: images in, entropy-coded bitstreams out, and back.
 
-* `POST /compress?model=&quality=` with a PNG, JPEG or WebP body returns the bitstream.
+* `POST /compress?model=&quality=` with a PNG, JPEG or WebP body returns the bitstream. Both are optional: the
+  server's default model, and that model's `default_quality` (`GET /v1/models`; `X-Quality` says which was used).
 * `POST /decompress` with a bitstream returns the image (PNG by default; WebP or JPEG via `Accept`).
   The response is a pure function of the bitstream and the format, so it carries a strong `ETag`
-  and answers `If-None-Match` with 304 without decoding (a deliberate use of 304 on POST: the body is
-  the request's only input).
+  and answers `If-None-Match` with 304 once the stream is known to be whole (header, lengths and CRCs
+  checked) but without decoding it (a deliberate use of 304 on POST: the body is the request's only input).
 * Requests may shorten their deadline with `X-Request-Timeout: <seconds>`; the body must arrive within it.
 * When the server has tokens configured, the codec endpoints and `/v1/models` need `Authorization: Bearer <token>`.
   One client (token, else address) may have a limited number of requests in flight (429 `client_busy`).
@@ -232,20 +248,27 @@ Errors are `{"error": "...", "code": "..."}`; codes are stable:
 
 
 # -- request helpers -----------------------------------------------------------------------------------------------
+#: the ``X-Request-Timeout`` header of both codec endpoints (bounds declared here reach the OpenAPI schema)
+RequestTimeout = Annotated[
+    Optional[float], Header(gt=0, description="shorter deadline for this request, seconds (> 0)")
+]
+
+
 def _deadline(settings: ServiceSettings, requested: Optional[float]) -> float:
-    timeout = settings.request_timeout_s
-    if requested is not None:
-        if not 0 < requested:
-            raise BadParameter(f"{TIMEOUT_HEADER} must be a positive number of seconds, got {requested}")
-        timeout = min(timeout, requested)
+    """Arrival + the server's timeout, or the request's shorter one (its signature declares it positive)."""
+    timeout = settings.request_timeout_s if requested is None else min(settings.request_timeout_s, requested)
     return time.monotonic() + timeout
 
 
+def _effort_range(settings: ServiceSettings) -> str:
+    """What both effort refusals say: the signature's bounds (the codec's MAX_EFFORT) and this server's ceiling."""
+    return f"effort must be between 0 and this server's max_effort of {settings.max_effort}"
+
+
 def _check_effort(settings: ServiceSettings, effort: int) -> None:
+    """The server's own ceiling (the signature declares only the codec's, MAX_EFFORT, for the OpenAPI schema)."""
     if not 0 <= effort <= settings.max_effort:
-        raise BadParameter(
-            f"effort must be between 0 and this server's max_effort of {settings.max_effort}, got {effort}"
-        )
+        raise BadParameter(f"{_effort_range(settings)}, got {effort}")
 
 
 def _check_effort_pixels(settings: ServiceSettings, effort: int, image: np.ndarray) -> None:
@@ -358,7 +381,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below from local assets, not from a CDN
         redoc_url=None,
     )
     app.state.service = service
@@ -401,14 +424,29 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        if any(e["loc"][-1] == "quality" for e in exc.errors()) and service.pool.instances:
-            problems += f" (served models and qualities: {service.pool.served()})"
+        names = {e["loc"][-1] for e in exc.errors()}
+        if "quality" in names and service.pool.instances:
+            problems += f" (served models and qualities: {json.dumps(service.pool.served())})"
+        if "effort" in names:
+            problems += f" ({_effort_range(settings)})"
         return error_response(BadParameter(problems))
+
+    def allowed_methods(request: Request) -> str:
+        """Every method the request's path answers, for a 405's ``Allow`` (RFC 9110 section 15.5.6); Starlette's
+        own lists only the first matching route's, and a path may have several (GET and HEAD on /health/*)."""
+        methods = {
+            method
+            for route in app.router.routes
+            if route.matches(request.scope)[0] is not Match.NONE
+            for method in getattr(route, "methods", None) or ()
+        }
+        return ", ".join(sorted(methods))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        err = ServiceError(str(exc.detail))
+        headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else None
+        err = ServiceError(str(exc.detail), headers)
         err.status, err.code = exc.status_code, code
         return error_response(err)
 
@@ -427,15 +465,22 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     )
     async def compress(
         request: Request,
-        quality: int = Query(description="quality level of the model (1 = smallest files); see GET /v1/models"),
+        quality: Optional[int] = Query(
+            None,
+            ge=1,
+            description="quality level of the model (1 = smallest files); the model's default_quality when omitted; "
+            "see GET /v1/models",
+        ),
         model: Optional[str] = Query(None, description="model id; the server's default model when omitted"),
         effort: int = Query(
             0,
+            ge=0,
+            le=MAX_EFFORT,
             description="encoder effort: 0 (default, fastest) up to the server's max_effort (see GET /v1/models); "
             "higher efforts search for a latent that costs fewer bits at equal quality, for the same decoder, at "
             "~10x (effort 1) or more the encoding time",
         ),
-        x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
+        x_request_timeout: RequestTimeout = None,
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
@@ -492,7 +537,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         request: Request,
         accept: Optional[str] = Header(None, description="image/png (default), image/webp or image/jpeg"),
         if_none_match: Optional[str] = Header(None, description="ETag of a representation the client holds"),
-        x_request_timeout: Optional[float] = Header(None, description="shorter deadline for this request, seconds"),
+        x_request_timeout: RequestTimeout = None,
         content_digest: Optional[str] = Header(None, description="RFC 9530 digest of the body, checked on arrival"),
         client: str = Depends(caller),
     ) -> Response:
@@ -512,6 +557,9 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             inst.codec.check_header(header)  # weights digest (409), pixel limit and shapes (422)
             etag = media.etag_for(body, fmt)
             if media.etag_matches(if_none_match, etag):
+                # the ETag names the bytes, not a decodable stream: a damaged or cut one must get the 422 a decode
+                # would, never "not modified" (payload lengths and CRC: a pass over the body, no decoding)
+                container.unpack(body)
                 return Response(status_code=304, headers={"ETag": etag, "Vary": "Accept"})
             ctx = RequestContext(deadline, _watch_disconnect(request))
             timings = Timings()
@@ -547,15 +595,33 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             "max_effort_pixels": settings.max_effort_pixels,
         }
 
-    @app.get("/health/live", operation_id="live", response_model=HealthBody, summary="The process is up")
+    def probe(path: str, operation_id: str, summary: str, **route):
+        """Registers a health endpoint for GET and for HEAD, which load balancers probe with (the same status, no
+        body). Two routes on one handler, so that each method has its own operationId in the OpenAPI document."""
+
+        def register(endpoint):
+            for method, suffix, note in (("GET", "", ""), ("HEAD", "Head", " (HEAD: the status only)")):
+                app.add_api_route(
+                    path,
+                    endpoint,
+                    methods=[method],
+                    operation_id=operation_id + suffix,
+                    summary=summary + note,
+                    response_model=HealthBody,
+                    **route,
+                )
+            return endpoint
+
+        return register
+
+    @probe("/health/live", "live", "The process is up")
     async def live() -> dict:
         return {"status": "alive"}
 
-    @app.get(
+    @probe(
         "/health/ready",
-        operation_id="ready",
-        response_model=HealthBody,
-        summary="Every configured instance is warm and the server is not draining",
+        "ready",
+        "Every configured instance is warm and the server is not draining",
         responses=_errors(s503="draining not_ready"),
     )
     async def ready() -> dict:
@@ -563,7 +629,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             raise Draining("the server is shutting down")
         if not service.pool.ready:
             states = {f"{m} q{q}": inst.state for (m, q), inst in service.pool.instances.items()}
-            raise NotReady(f"instances are not all ready: {states}")
+            raise NotReady(f"instances are not all ready: {json.dumps(states)}")
         return {"status": "ready"}
 
     @app.get(
@@ -575,5 +641,24 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     )
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    # -- interactive docs, self-contained (no CDN: the page must work on an offline host) ----------------------------
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            oauth2_redirect_url=root + app.swagger_ui_oauth2_redirect_url,
+        )
+
+    @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
+    async def docs_oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
     return app

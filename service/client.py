@@ -1,7 +1,7 @@
 """A small Python client (httpx), sync and async, with the same methods and results::
 
     with LicClient("http://127.0.0.1:8000") as client:
-        result = client.compress(Path("photo.png").read_bytes(), quality=4)
+        result = client.compress(Path("photo.png").read_bytes(), quality=4)   # or no quality: the default one
         png = client.decompress(result.stream).data
 
     async with AsyncLicClient(url) as client:
@@ -77,10 +77,17 @@ def _read(source: ImageSource) -> bytes:
 
 
 def _compress_request(
-    image: ImageSource, quality: int, model: Optional[str], multipart: bool, timeout_s: Optional[float], effort: int
+    image: ImageSource,
+    quality: Optional[int],
+    model: Optional[str],
+    multipart: bool,
+    timeout_s: Optional[float],
+    effort: int,
 ) -> dict:
     data = _read(image)
-    params: Dict[str, Union[str, int]] = {"quality": quality}
+    params: Dict[str, Union[str, int]] = {}
+    if quality is not None:  # else the server's default quality of the model (the result's quality says which)
+        params["quality"] = quality
     if model:
         params["model"] = model
     if effort:
@@ -203,14 +210,14 @@ class LicClient:
     def compress(
         self,
         image: ImageSource,
-        quality: int,
+        quality: Optional[int] = None,
         model: Optional[str] = None,
         multipart: bool = False,
         timeout_s: Optional[float] = None,
         effort: int = 0,
     ) -> CompressResult:
-        """Compress a PNG/JPEG/WebP file (bytes or path) at ``quality``; ``effort`` > 0 asks for a slower,
-        better encoding (up to the server's ``max_effort``)."""
+        """Compress a PNG/JPEG/WebP file (bytes or path) at ``quality`` (None: the model's default quality, which
+        ``result.quality`` reports); ``effort`` > 0 asks for a slower, better encoding (up to ``max_effort``)."""
         request = _compress_request(image, quality, model, multipart, timeout_s, effort)
         return _compress_result(self.http.post("/compress", **request))
 
@@ -248,7 +255,7 @@ class AsyncLicClient:
     async def compress(
         self,
         image: ImageSource,
-        quality: int,
+        quality: Optional[int] = None,
         model: Optional[str] = None,
         multipart: bool = False,
         timeout_s: Optional[float] = None,

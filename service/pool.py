@@ -8,6 +8,7 @@ for an instance that is still loading get 503 ``not_ready``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -86,7 +87,7 @@ class ModelPool:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        self.limits = ImageLimits(max_pixels=self.settings.max_pixels)
+        self.limits = ImageLimits(max_pixels=self.settings.max_pixels, max_pixels_setting="LIC_MAX_PIXELS")
         self.legacy: "OrderedDict[bytes, Instance]" = OrderedDict()  # weights digest -> instance, LRU order
 
     def configure(self) -> None:
@@ -140,24 +141,38 @@ class ModelPool:
         shipped_default = registry.default_model(self.settings.weights_root)
         return shipped_default if shipped_default in served else next(iter(served))
 
+    def default_quality(self, model: str) -> int:
+        """What a request for ``model`` that names no quality gets: the registry's rule over the served ones."""
+        return registry.default_quality(self.served()[model])
+
     def describe(self) -> dict:
         models = {}
         for (model, _), inst in sorted(self.instances.items()):
             info = models.setdefault(
-                model, {"model": model, "arch": inst.entry.arch, "preset": inst.entry.preset, "qualities": []}
+                model,
+                {
+                    "model": model,
+                    "arch": inst.entry.arch,
+                    "preset": inst.entry.preset,
+                    "default_quality": self.default_quality(model),
+                    "qualities": [],
+                },
             )
             info["qualities"].append(inst.describe())
         return {"default_model": self.default_model if self.instances else None, "models": list(models.values())}
 
     # -- lookups -------------------------------------------------------------------------------------------------
     def get(self, model: Optional[str], quality: Optional[int]) -> Instance:
-        """The instance a request names; 404 for a model not served here, 400 (listing choices) for a quality."""
+        """The instance a request names (no model: the default model; no quality: the model's default quality);
+        404 for a model not served here, 400 for a quality, each listing the choices as JSON."""
         served = self.served()
         model = model or self.default_model
         if model not in served:
-            raise UnknownModel(f"model {model!r} is not served here; served models: {sorted(served)}")
-        if quality is None or quality not in served[model]:
-            raise BadParameter(f"quality must be one of {served[model]} for model {model!r}, got {quality}")
+            raise UnknownModel(f"model {model!r} is not served here; served models: {json.dumps(sorted(served))}")
+        if quality is None:
+            quality = self.default_quality(model)
+        if quality not in served[model]:
+            raise BadParameter(f"quality must be one of {json.dumps(served[model])} for model {model!r}, got {quality}")
         return self._ready(self.instances[(model, quality)])
 
     def served_for_stream(self, header: StreamHeader) -> Optional[Instance]:
@@ -181,7 +196,7 @@ class ModelPool:
             )
         raise UnknownWeights(
             f"the stream was made by {header.model_id} q{header.quality} (weights {digest}…), which this server "
-            f"neither serves nor has installed; served: {self.served()}"
+            f"neither serves nor has installed; served: {json.dumps(self.served())}"
         )
 
     def load_legacy(self, entry: registry.WeightsEntry) -> Instance:

@@ -155,3 +155,15 @@ def test_cli_compresses_with_the_default_model_in_either_format_and_decompresses
     assert (tmp_path / "default.bin").read_bytes() == (tmp_path / "v2.bin").read_bytes()
     assert np.array_equal(open_image(tmp_path / "v1.png"), open_image(tmp_path / "v2.png"))
     assert "-> " in capsys.readouterr().out
+
+
+def test_cli_compress_without_quality_uses_the_registrys_default_quality(tmp_path):
+    from model_store import registry
+    from model_store.__main__ import main
+    from model_store.image_io import encode_image
+
+    source, stream = tmp_path / "in.png", tmp_path / "out.bin"
+    source.write_bytes(encode_image(natural_image(48, 64, seed=5), "PNG"))
+    assert main(["compress", str(source), str(stream)]) == 0
+    default = registry.default_quality(registry.shipped_models()[registry.default_model()])
+    assert container.parse_header(stream.read_bytes()).quality == default == registry.DEFAULT_QUALITY

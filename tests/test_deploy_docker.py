@@ -124,6 +124,37 @@ def test_torch_build_matches_the_image(dockerfile):
     assert any("torch==${TORCH_VERSION}" in run for run in values(build, "RUN"))
 
 
+def test_no_parser_directive_pulls_a_frontend_image(dockerfile):
+    """``# syntax=`` makes BuildKit fetch a frontend image from a registry before building (no offline or mirrored
+    builds) and means nothing to other builders; nothing here needs a newer frontend than the builder's own."""
+    kind, _ = dockerfile
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILES[kind].read_text(), re.IGNORECASE | re.MULTILINE)
+
+
+def _commands(stage: dict) -> List[str]:
+    """The stage's shell commands in order, each ``&&`` step of a RUN on its own."""
+    return [step.strip() for run in values(stage, "RUN") for step in run.split("&&")]
+
+
+def test_cpu_image_installs_numpy_before_torch_and_only_the_cpu_wheel():
+    build = next(s for s in parse_dockerfile(DOCKERFILES["cpu"])["stages"] if s["name"] == "build")
+    steps = _commands(build)
+    torch_at = next(i for i, step in enumerate(steps) if "torch==${TORCH_VERSION}" in step)
+    numpy_at = [i for i, step in enumerate(steps) if "numpy" in step]
+    assert numpy_at and max(numpy_at) < torch_at, "install numpy<2 before torch, never downgrade it afterwards"
+    assert '"numpy<2"' in steps[numpy_at[0]]
+    torch_install = steps[torch_at]
+    assert '--index-url "${TORCH_INDEX_URL}"' in torch_install and "--extra-index-url" not in torch_install
+
+
+def test_cpu_image_build_fails_on_a_cuda_torch_build():
+    """The last word on what got installed: any CUDA build of torch, however it got there, fails the build."""
+    build = next(s for s in parse_dockerfile(DOCKERFILES["cpu"])["stages"] if s["name"] == "build")
+    steps = _commands(build)
+    check = next(i for i, step in enumerate(steps) if "assert torch.version.cuda is None" in step)
+    assert check > max(i for i, step in enumerate(steps) if step.startswith("pip install"))
+
+
 def test_non_root_user(dockerfile):
     _, parsed = dockerfile
     runtime = parsed["stages"][-1]

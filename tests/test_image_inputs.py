@@ -21,7 +21,7 @@ from PIL import Image, ImageCms
 pytest.register_assert_rewrite("service_fixtures")
 
 from model_store.errors import ImageInputError, LimitExceededError  # noqa: E402
-from model_store.image_io import ImageLimits, open_image  # noqa: E402
+from model_store.image_io import DEFAULT_MAX_PIXELS, ImageLimits, open_image  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 
@@ -506,6 +506,21 @@ def test_huge_dimensions_in_a_tiny_file_get_422_over_http(http, name):
     start = time.perf_counter()
     assert_error(compress(http, build(name).data), 422, "too_many_pixels")
     assert time.perf_counter() - start < 5  # generous for a loaded CI machine; the library test times the check
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if "_header_" in n])
+def test_a_decompression_bomb_is_refused_naming_our_pixel_limit_and_its_setting_not_pillows(http, server, name):
+    """Every one of these is above Pillow's own ceiling (~179 M pixels), which refuses it before our check runs;
+    the caller must still read the limit that applies to them and the knob that changes it."""
+    pillows_ceiling = str(2 * Image.MAX_IMAGE_PIXELS)
+    r = compress(http, build(name).data)
+    assert_error(r, 422, "too_many_pixels")
+    error = r.json()["error"]
+    assert f"{server.settings.max_pixels} pixels (LIC_MAX_PIXELS)" in error and pillows_ceiling not in error
+    with pytest.raises(LimitExceededError) as library:
+        open_image(build(name).data)
+    assert f"{DEFAULT_MAX_PIXELS} pixels (ImageLimits.max_pixels)" in str(library.value)
+    assert pillows_ceiling not in str(library.value)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])

@@ -156,3 +156,19 @@ def test_keeping_a_kept_file_points_at_the_folder_that_holds_it(weights_root):
     items = json.loads((weights_root / "stf-tiny" / "v3" / "manifest.json").read_text())["qualities"]
     assert (items["1"]["stored_in"], items["2"]["stored_in"]) == ("v1", "v2")
     assert registry.resolve("stf-tiny", 1, root=weights_root).path == weights_root / "stf-tiny/v1/q1.safetensors"
+
+
+@pytest.mark.parametrize(
+    "qualities,default", [([1, 3, 5, 6], 3), ([1, 2], 2), ([2, 4], 2), ([5, 8, 10], 5), ([3], 3), ([], 3)]
+)
+def test_the_default_quality_is_three_or_the_nearest_one_the_model_has(qualities, default):
+    """One rule for every caller that names no quality (the model_store CLI, POST /compress, the service CLI);
+    of two equally near, the lower: the smaller stream."""
+    assert registry.DEFAULT_QUALITY == 3
+    assert registry.default_quality(qualities) == default
+
+
+def test_every_shipped_model_ships_the_default_quality():
+    """What the README promises: without a quality, every shipped model codes at the same mid-rate point."""
+    shipped = registry.shipped_models()
+    assert shipped and all(registry.DEFAULT_QUALITY in qualities for qualities in shipped.values()), shipped

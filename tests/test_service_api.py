@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import re
+import time
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,17 +15,20 @@ from PIL import Image
 pytest.register_assert_rewrite("service_fixtures")
 
 from conftest import make_tiny_codec, natural_image  # noqa: E402
-from service_fixtures import MODEL, build_weights_root, local_codec, png  # noqa: E402
+from service_fixtures import MODEL, QUALITIES, ServerThread, build_weights_root, local_codec, png, settings_for  # noqa: E402
 
-from model_store import container  # noqa: E402
+from model_store import container, registry  # noqa: E402
 from model_store.codec import ImageCodec  # noqa: E402
 from model_store.image_io import ImageLimits, encode_image, open_image  # noqa: E402
+from model_store.refine import MAX_EFFORT  # noqa: E402
+from service import media  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 
 
 def compress(http, body: bytes, content_type: str = "image/png", **params):
     params.setdefault("quality", 1)
+    params = {name: value for name, value in params.items() if value is not None}  # quality=None: leave it out
     return http.post("/compress", params=params, content=body, headers={"Content-Type": content_type})
 
 
@@ -78,6 +85,19 @@ def test_model_defaults_to_the_servers_default_model(http):
     assert r.status_code == 200 and r.headers["x-model"] == MODEL
 
 
+def test_compress_without_quality_uses_the_models_default_quality_and_says_which(http, weights_root):
+    """The test model has qualities 1 and 2: the registry's rule picks the one nearest DEFAULT_QUALITY (3), q2, the
+    same rule ``python -m model_store compress`` follows; /v1/models tells clients in advance."""
+    default = registry.default_quality(QUALITIES)
+    assert default == 2
+    img = natural_image(32, 48, seed=6)
+    r = compress(http, encode_image(img, "PNG"), quality=None)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-quality"] == str(default) and container.parse_header(r.content).quality == default
+    assert r.content == local_codec(weights_root, default).compress(img)
+    assert http.get("/v1/models").json()["models"][0]["default_quality"] == default
+
+
 def test_exif_orientation_is_applied_before_compressing(http):
     img = Image.fromarray(natural_image(20, 40))
     exif = img.getexif()
@@ -124,6 +144,15 @@ def test_decompress_unacceptable_accept_gets_406(http):
     assert_error(decompress(http, stream, Accept="image/gif"), 406, "not_acceptable")
 
 
+def damage(stream: bytes, how: str) -> tuple:
+    """A damaged copy of ``stream`` and the 422 code decoding it must give."""
+    if how == "payload":
+        return stream[:-3] + bytes([stream[-3] ^ 0x10]) + stream[-2:], "corrupt_bitstream"
+    if how == "truncate":
+        return stream[:-5], "truncated_bitstream"
+    return b"XXXX" + stream[4:], "corrupt_bitstream"
+
+
 def test_decompress_has_a_strong_etag_per_format_and_answers_if_none_match_with_304(http):
     stream = compress(http, png(32, 40)).content
     first = decompress(http, stream)
@@ -135,6 +164,15 @@ def test_decompress_has_a_strong_etag_per_format_and_answers_if_none_match_with_
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == etag and again.headers["vary"] == "Accept"
     assert decompress(http, stream, **{"If-None-Match": '"other"'}).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["payload", "truncate"])
+def test_if_none_match_never_answers_304_for_a_damaged_or_truncated_stream(http, how):
+    """A 304 says "the image you hold is this stream's": only true of a whole, undamaged stream. A damaged one gets
+    the 422 it gets without If-None-Match, whether the client sends * or the ETag of exactly these bytes."""
+    bad, code = damage(compress(http, png(32, 32)).content, how)
+    for tag in ("*", media.etag_for(bad, "PNG")):
+        assert_error(decompress(http, bad, **{"If-None-Match": tag}), 422, code)
 
 
 # -- introspection -----------------------------------------------------------------------------------------------
@@ -160,21 +198,45 @@ def test_health_endpoints(http):
     assert http.get("/health/ready").json() == {"status": "ready"}
 
 
+def test_head_on_the_health_endpoints_answers_the_status_of_get_without_a_body(http, tmp_path):
+    """Load balancers probe with HEAD: it must say what GET says, ready or not."""
+    for path in ("/health/live", "/health/ready"):
+        get, head = http.get(path), http.head(path)
+        assert head.status_code == get.status_code == 200 and head.content == b""
+    root = build_weights_root(tmp_path)
+    weights = registry.resolve(MODEL, 2, root=root).path
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # damaged on disk: q2 fails to load, never ready
+    with ServerThread(settings_for(root), wait_ready=False) as broken, httpx.Client(base_url=broken.url) as probe:
+        deadline = time.monotonic() + 30
+        while "failed" not in [q["state"] for q in probe.get("/v1/models").json()["models"][0]["qualities"]]:
+            assert time.monotonic() < deadline, "the damaged instance never failed"
+            time.sleep(0.02)
+        get, head = probe.get("/health/ready"), probe.head("/health/ready")
+        assert head.status_code == get.status_code == 503 and head.content == b""
+        assert probe.head("/health/live").status_code == 200
+
+
 # -- errors ------------------------------------------------------------------------------------------------------
 def test_unknown_quality_gets_400_listing_the_allowed_values(http):
     body = assert_error(compress(http, png(8, 8), quality=9), 400, "bad_parameter")
-    assert "[1, 2]" in body["error"]
+    assert json.dumps(list(QUALITIES)) in body["error"]
 
 
-@pytest.mark.parametrize("params", [{}, {"quality": "high"}])
-def test_missing_or_malformed_quality_gets_400(http, params):
-    r = http.post("/compress", params=params, content=png(8, 8), headers={"Content-Type": "image/png"})
-    assert "quality" in assert_error(r, 400, "bad_parameter")["error"]
+@pytest.mark.parametrize("quality", ["high", "0", "-1"])
+def test_malformed_or_non_positive_quality_gets_400_listing_the_served_qualities_as_json(http, quality):
+    r = http.post("/compress", params={"quality": quality}, content=png(8, 8), headers={"Content-Type": "image/png"})
+    error = assert_error(r, 400, "bad_parameter")["error"]
+    assert "quality" in error and json.dumps({MODEL: list(QUALITIES)}) in error
 
 
-def test_unknown_model_gets_404(http):
+@pytest.mark.parametrize("effort", [-1, MAX_EFFORT + 1])
+def test_effort_outside_its_declared_bounds_gets_400(http, effort):
+    assert "effort" in assert_error(compress(http, png(8, 8), effort=effort), 400, "bad_parameter")["error"]
+
+
+def test_unknown_model_gets_404_listing_the_served_models_as_json(http):
     body = assert_error(compress(http, png(8, 8), model="no-such-model"), 404, "unknown_model")
-    assert MODEL in body["error"]
+    assert json.dumps([MODEL]) in body["error"]
 
 
 def test_oversized_body_gets_413(http, server):
@@ -236,15 +298,9 @@ def test_stream_with_too_many_pixels_gets_422_from_its_header(http, server, weig
     assert_error(decompress(http, damaged), 422, "too_many_pixels")
 
 
-@pytest.mark.parametrize("damage", ["payload", "truncate", "magic"])
-def test_corrupt_bitstream_gets_422(http, damage):
-    stream = compress(http, png(32, 32)).content
-    if damage == "payload":
-        bad, code = stream[:-3] + bytes([stream[-3] ^ 0x10]) + stream[-2:], "corrupt_bitstream"
-    elif damage == "truncate":
-        bad, code = stream[:-5], "truncated_bitstream"
-    else:
-        bad, code = b"XXXX" + stream[4:], "corrupt_bitstream"
+@pytest.mark.parametrize("how", ["payload", "truncate", "magic"])
+def test_corrupt_bitstream_gets_422(http, how):
+    bad, code = damage(compress(http, png(32, 32)).content, how)
     assert_error(decompress(http, bad), 422, code)
 
 
@@ -264,11 +320,37 @@ def test_unknown_route_and_method_are_json_errors(http):
     assert_error(http.get("/compress"), 405, "method_not_allowed")
 
 
-def test_bad_timeout_header_gets_400(http):
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [("GET", "/compress", "POST"), ("PUT", "/decompress", "POST"), ("POST", "/health/live", "GET, HEAD")],
+)
+def test_405_lists_every_method_the_path_answers_in_allow(http, method, path, allow):
+    """RFC 9110 section 15.5.6: a 405 MUST carry Allow."""
+    r = http.request(method, path)
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == allow
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "soon"])
+def test_bad_timeout_header_gets_400(http, timeout):
     r = http.post(
         "/compress",
         params={"quality": 1},
         content=png(8, 8),
-        headers={"Content-Type": "image/png", "X-Request-Timeout": "-1"},
+        headers={"Content-Type": "image/png", "X-Request-Timeout": timeout},
     )
-    assert_error(r, 400, "bad_parameter")
+    assert "x-request-timeout" in assert_error(r, 400, "bad_parameter")["error"].lower()
+
+
+# -- /docs ---------------------------------------------------------------------------------------------------------
+def test_docs_page_loads_swagger_ui_from_the_service_itself(http):
+    """/docs must work on a host without internet access: no asset from a CDN, every asset served here."""
+    page = http.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert not re.search(r"https?://", page.text), "the docs page references an outside URL"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {a.rsplit(".", 1)[-1] for a in assets} >= {"js", "css"}
+    for asset in assets:
+        r = http.get(asset)
+        assert r.status_code == 200 and len(r.content) > 100, asset
+    assert http.get("/openapi.json").status_code == 200  # what the page loads next

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,9 +16,13 @@ pytest.register_assert_rewrite("service_fixtures")
 from conftest import natural_image  # noqa: E402
 from service_fixtures import MODEL, local_codec, png  # noqa: E402
 
+from model_store import container, registry  # noqa: E402
 from model_store.image_io import encode_image, open_image  # noqa: E402
+from model_store.refine import MAX_EFFORT  # noqa: E402
 from service.__main__ import OPENAPI_PATH, main, openapi_document, parse_args  # noqa: E402
 from service.client import AsyncLicClient, ServiceClientError, parse_server_timing  # noqa: E402
+from service.server import uvicorn_config  # noqa: E402
+from service.settings import load_settings  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 
@@ -41,6 +48,22 @@ def test_openapi_documents_binary_bodies_and_error_codes():
     assert set(decompress["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp"}
     assert {"304", "406", "409", "422", "429", "503", "504"} <= set(decompress["responses"])
     assert decompress["responses"]["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_openapi_declares_the_bounds_the_server_enforces():
+    """Clients generated from the contract refuse what the server would refuse (400 bad_parameter)."""
+    spec = json.loads(OPENAPI_PATH.read_text())
+    params = {p["name"]: p for p in spec["paths"]["/compress"]["post"]["parameters"]}
+    (quality,) = [s for s in params["quality"]["schema"]["anyOf"] if s["type"] == "integer"]
+    assert quality["minimum"] == 1 and not params["quality"].get("required")
+    assert (params["effort"]["schema"]["minimum"], params["effort"]["schema"]["maximum"]) == (0, MAX_EFFORT)
+    for op in ("/compress", "/decompress"):
+        headers = {p["name"]: p for p in spec["paths"][op]["post"]["parameters"] if p["in"] == "header"}
+        (timeout,) = [s for s in headers["x-request-timeout"]["schema"]["anyOf"] if s["type"] == "number"]
+        assert timeout["exclusiveMinimum"] == 0
+    assert "default_quality" in spec["components"]["schemas"]["ModelInfo"]["required"]
+    for path in ("/health/live", "/health/ready"):
+        assert set(spec["paths"][path]) == {"get", "head"}
 
 
 def test_openapi_check_command_detects_a_stale_document(tmp_path, capsys):
@@ -122,9 +145,34 @@ def test_cli_reports_server_errors_with_their_code(server, tmp_path, capsys):
     assert "bad_parameter" in capsys.readouterr().err
 
 
-def test_cli_requires_a_quality(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["compress", "in.png", "out.bin"])
+def test_cli_compress_without_quality_gets_the_models_default_quality(server, tmp_path, capsys):
+    source, stream = tmp_path / "in.png", tmp_path / "out.bin"
+    source.write_bytes(png(16, 24))
+    assert main(["compress", str(source), str(stream), "--url", server.url]) == 0
+    default = registry.default_quality(server.service.pool.served()[MODEL])
+    assert container.parse_header(stream.read_bytes()).quality == default
+    assert f"q{default}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize(
+    "env,port",
+    [({}, 8000), ({"LIC_PORT": "9123"}, 9123), ({"PORT": "9124"}, 9124), ({"LIC_PORT": "1", "PORT": "9125"}, 9125)],
+)
+def test_make_serve_listens_where_lic_port_says_like_python_m_service(monkeypatch, env, port):
+    """LIC_PORT (the service's setting) picks the port for make serve as for python -m service and the images;
+    PORT stays as make serve's alias and wins, like --port. The command make would run is resolved the way
+    ``python -m service`` resolves it (settings from the environment, then the flags)."""
+    for name in ("PORT", "HOST", "LIC_PORT", "LIC_HOST", "LIC_SETTINGS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    dry_run = subprocess.run(["make", "-n", "serve"], cwd=OPENAPI_PATH.parents[1], capture_output=True, text=True)
+    (command,) = [line for line in dry_run.stdout.splitlines() if "-m service" in line]
+    argv = shlex.split(command)
+    assert argv[:3] == [".venv/bin/python", "-m", "service"]
+    args = parse_args(argv[3:])
+    assert uvicorn_config(None, load_settings(args.settings), args.host, args.port).port == port
 
 
 @pytest.mark.parametrize("argv", [[], ["--port", "9000"], ["serve", "--host", "0.0.0.0", "--port", "9000"]])
