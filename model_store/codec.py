@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model_store import container, metrics
+from model_store import cancellation, container, metrics
 from model_store.architectures.base import LatentPayload, LearnedImageCodec
 from model_store.entropy.coding import CANONICAL_DTYPE
 from model_store.errors import BitstreamError, ImageInputError, UnknownModelError, WeightsMismatchError
 from model_store.image_io import ImageLimits, check_dimensions
 from model_store.refine import RefineConfig, effort_config, refine_latent
+from model_store.tiling import TileGrid, apply_tiled, default_workers
 
 
 def pad_amounts(height: int, width: int, multiple: int) -> Tuple[int, int]:
@@ -88,6 +89,8 @@ class ImageCodec:
         batch_invariant: bool = True,
         lmbda: Optional[float] = None,
         format_version: int = container.FORMAT_VERSION,
+        tile_grid: TileGrid = TileGrid(),
+        tile_workers: Optional[int] = None,
     ):
         if format_version not in container.WRITABLE_VERSIONS:
             raise ValueError(
@@ -104,6 +107,13 @@ class ImageCodec:
         self.limits = limits
         self.model = model.to(self.device).float().eval()
         self.canonical = canonical_copy(self.model)
+        #: g_a / g_s run over this grid of tiles (:mod:`model_store.tiling`): bounded memory, and decoded pixels
+        #: that do not depend on the thread count. Part of what a stream decodes to: change it only with the
+        #: format (every decoder must cut the same tiles).
+        self.tile_grid = tile_grid.aligned(self.model.pad_multiple // self.model.latent_stride)
+        #: tiles computed side by side (default: this thread's torch thread count when the work starts)
+        self.tile_workers = tile_workers
+        _check_cancellation_between_layers(self.model)
 
     @classmethod
     def from_registry(
@@ -130,17 +140,43 @@ class ImageCodec:
     # -- encoder ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def analyse(self, images: Sequence[np.ndarray]) -> Tensor:
-        """Batched g_a over same-sized images; returns the latents on the CPU (float32)."""
+        """g_a over same-sized images, tile by tile (:mod:`model_store.tiling`); the latents on the CPU (float32).
+
+        Tiles are read from the uint8 images and padded as they are read (replicating the last row and column,
+        as :func:`pad_to_multiple` does), so no float copy of a whole photo is ever made."""
         shapes = {img.shape for img in images}
         if len(shapes) != 1:
             raise ValueError(f"a batch must hold images of one size, got {sorted(shapes)}")
         h, w = images[0].shape[:2]
         check_dimensions(w, h, self.limits)
-        x = pad_to_multiple(torch.stack([image_to_tensor(img) for img in images]).to(self.device), self.pad_multiple)
-        return self._per_image(self.model.analysis, x).float().cpu()
+        for image in images:
+            image_to_tensor(image[:1, :1])  # the dtype/shape check, before any work
+        pad_bottom, pad_right = pad_amounts(h, w, self.pad_multiple)
+        stride = self.model.latent_stride
+        latent = ((h + pad_bottom) // stride, (w + pad_right) // stride)
+        out = []
+        for group in self._groups(len(images)):
+            pixels = torch.from_numpy(np.stack([images[i] for i in group]))  # (n, H, W, 3) uint8
+            y = torch.empty(len(group), self.model.latent_channels, *latent)
 
-    def _per_image(self, transform, x: Tensor) -> Tensor:
-        """Apply a heavy transform to a batch, one image at a time unless batch invariance was waived.
+            def read(rows: slice, cols: slice) -> Tensor:
+                r = torch.arange(rows.start, rows.stop).clamp_(max=h - 1)
+                c = torch.arange(cols.start, cols.stop).clamp_(max=w - 1)
+                tile = pixels.index_select(1, r).index_select(2, c).permute(0, 3, 1, 2)
+                return tile.to(self.device).float().div_(255.0)
+
+            def write(rows: slice, cols: slice, piece: Tensor) -> None:
+                y[..., rows, cols] = piece.float().cpu()
+
+            apply_tiled(self.model.analysis, read, write, latent, self.tile_grid, stride, 1, self._workers())
+            out.append(y)
+        return torch.cat(out)
+
+    def _workers(self) -> int:
+        return self.tile_workers or default_workers()
+
+    def _groups(self, n: int) -> List[List[int]]:
+        """Which images of a batch go through the heavy transforms together.
 
         Convolution and attention kernels (oneDNN, cuDNN) pick batch-size-dependent algorithms, which moves
         float results by ~1e-6: enough to flip ``round(y - μ)`` for a few of the ~200k latents of a photo (a
@@ -149,9 +185,7 @@ class ImageCodec:
         off in the queueing, the thread-pool entropy coding and the Python overhead it amortises.
         ``batch_invariant=False`` runs the transforms batched for GPU throughput, at the cost of that contract.
         """
-        if not self.batch_invariant or x.shape[0] == 1:
-            return transform(x)
-        return torch.cat([transform(x[i : i + 1]) for i in range(x.shape[0])])
+        return [list(range(n))] if not self.batch_invariant else [[i] for i in range(n)]
 
     @torch.no_grad()
     def encode_latent(self, y: Tensor, height: int, width: int) -> bytes:
@@ -249,10 +283,29 @@ class ImageCodec:
 
     @torch.no_grad()
     def synthesise(self, y_hats: Sequence[Tensor], headers: Sequence[container.StreamHeader]) -> List[np.ndarray]:
-        """Batched g_s over same-shaped latents, then crop each image back to its original size."""
-        y = torch.cat(list(y_hats)).to(self.device)
-        x_hat = self._per_image(self.model.synthesis, y)
-        return [tensor_to_image(x_hat[i, :, : hd.height, : hd.width]) for i, hd in enumerate(headers)]
+        """g_s over same-shaped latents, tile by tile, each tile rounded to 8 bits and cropped to its image's
+        size straight into the uint8 output (no float copy of a whole photo)."""
+        y = torch.cat(list(y_hats))
+        images = [np.empty((hd.height, hd.width, 3), np.uint8) for hd in headers]
+        stride = self.model.latent_stride
+        for group in self._groups(len(images)):
+            y_group = y[group].to(self.device)
+
+            def read(rows: slice, cols: slice) -> Tensor:
+                return y_group[..., rows, cols]
+
+            def write(rows: slice, cols: slice, piece: Tensor) -> None:
+                for k, i in enumerate(group):
+                    height, width = images[i].shape[:2]
+                    if rows.start < height and cols.start < width:
+                        kept = piece[k, :, : height - rows.start, : width - cols.start]
+                        images[i][rows.start : rows.start + kept.shape[1], cols.start : cols.start + kept.shape[2]] = (
+                            tensor_to_image(kept)
+                        )
+
+            latent = tuple(y_group.shape[-2:])
+            apply_tiled(self.model.synthesis, read, write, latent, self.tile_grid, 1, stride, self._workers())
+        return images
 
     def decompress_batch(self, streams: Sequence[bytes]) -> List[np.ndarray]:
         decoded = [self.decode_latent(s) for s in streams]
@@ -268,6 +321,16 @@ class ImageCodec:
 
     def decompress(self, data: bytes) -> np.ndarray:
         return self.decompress_batch([data])[0]
+
+
+def _check_cancellation_between_layers(model: LearnedImageCodec) -> None:
+    """Let an abandoned request stop inside a tile too: every top-level layer of g_a / g_s checks the thread's
+    cancellation token before it runs (a no-op when none is bound). A large tile takes about a second on one
+    core; between layers the wait for a stop is a fraction of that."""
+    for name in model.heavy_modules:
+        module = model._modules.get(name)
+        for layer in module.children() if module is not None else ():
+            layer.register_forward_pre_hook(lambda *_: cancellation.check())
 
 
 def load_codec(model: Optional[str], quality: int, device: str = "cpu", root: Optional[Path] = None) -> ImageCodec:

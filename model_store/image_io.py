@@ -45,7 +45,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageCms
@@ -95,17 +95,31 @@ def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
         raise limits.too_many_pixels(f"image has {width * height} pixels")
 
 
+def _open_header(stream, limits: ImageLimits) -> Image.Image:
+    """Pillow's lazy open (the header only, no pixels decoded), refused above the limits."""
+    try:
+        img = Image.open(stream, formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise limits.too_many_pixels("the image header announces too many pixels for the decoder to open") from None
+    except Exception as exc:  # Pillow raises several types for data it cannot identify
+        raise ImageInputError(f"not a PNG, JPEG or WebP image, or damaged ({type(exc).__name__})") from None
+    check_dimensions(img.width, img.height, limits)
+    return img
+
+
+def image_size(data: bytes, limits: ImageLimits = ImageLimits()) -> Tuple[int, int]:
+    """``(width, height)`` an image file announces, read from its header without decoding a pixel (what the
+    service needs to price a request before it spends anything on it), checked against the limits."""
+    with io.BytesIO(data) as stream:
+        img = _open_header(stream, limits)
+        return img.width, img.height
+
+
 def open_image(source: Union[bytes, str, Path], limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """Decode an image file to an upright HxWx3 uint8 sRGB array, enforcing the policy in the module docstring."""
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
     try:
-        try:
-            img = Image.open(stream, formats=FORMATS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise limits.too_many_pixels("the image header announces too many pixels for the decoder to open") from None
-        except Exception as exc:  # Pillow raises several types for data it cannot identify
-            raise ImageInputError(f"not a PNG, JPEG or WebP image, or damaged ({type(exc).__name__})") from None
-        check_dimensions(img.width, img.height, limits)
+        img = _open_header(stream, limits)
         if img.format != "MPO" and getattr(img, "n_frames", 1) > 1:
             raise ImageInputError("animated / multi-frame images are not supported; send a single frame")
         key = _colour_key(img)  # before load(), which drops the tile that says how Pillow scaled the samples

@@ -114,11 +114,15 @@ class TokenStore:
 
 
 class ClientLimiter:
-    """Counts requests in flight per client and refuses one over the cap (runs on the event loop: no lock)."""
+    """Counts requests and image pixels in flight per client and refuses one over either cap (runs on the event
+    loop: no lock). The pixel cap prices requests by their size: 32 requests of 16 MP hold ~500x the work of 32
+    thumbnails, and one client should not be able to hold a server's memory with a few large uploads."""
 
-    def __init__(self, max_in_flight: int, retry_after_s: int):
+    def __init__(self, max_in_flight: int, retry_after_s: int, max_pixels_in_flight: int = 0):
         self.max_in_flight, self.retry_after_s = max_in_flight, retry_after_s
+        self.max_pixels_in_flight = max_pixels_in_flight
         self._in_flight: Dict[str, int] = defaultdict(int)
+        self._pixels: Dict[str, int] = defaultdict(int)
 
     @contextmanager
     def hold(self, client: str) -> Iterator[None]:
@@ -128,16 +132,39 @@ class ClientLimiter:
                 f"{self.max_in_flight}); wait for some to finish",
                 {"Retry-After": str(self.retry_after_s)},
             )
-        self._in_flight[client] += 1
+        with self._counted(self._in_flight, client, 1):
+            yield
+
+    @contextmanager
+    def hold_pixels(self, client: str, pixels: int) -> Iterator[None]:
+        """Count ``pixels`` against the client's cap for the block (429 ``client_busy`` if they do not fit; a
+        single image always fits when nothing else of the client's is in flight, max_pixels bounds it)."""
+        held = self._pixels[client]
+        if self.max_pixels_in_flight and held and held + pixels > self.max_pixels_in_flight:
+            raise ClientBusy(
+                f"this client already has {held} image pixels in flight and this image adds {pixels} (the limit is "
+                f"{self.max_pixels_in_flight}); wait for some to finish",
+                {"Retry-After": str(self.retry_after_s)},
+            )
+        with self._counted(self._pixels, client, pixels):
+            yield
+
+    @staticmethod
+    @contextmanager
+    def _counted(counts: Dict[str, int], client: str, amount: int) -> Iterator[None]:
+        counts[client] += amount
         try:
             yield
         finally:
-            self._in_flight[client] -= 1
-            if not self._in_flight[client]:
-                del self._in_flight[client]
+            counts[client] -= amount
+            if not counts[client]:
+                del counts[client]
 
     def in_flight(self, client: str) -> int:
         return self._in_flight.get(client, 0)
+
+    def pixels_in_flight(self, client: str) -> int:
+        return self._pixels.get(client, 0)
 
 
 def client_key(authenticated: str, peer: Optional[Tuple[str, int]]) -> str:

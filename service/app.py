@@ -15,7 +15,6 @@ from contextlib import ExitStack, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, List, Literal, Optional
 
-import numpy as np
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -29,6 +28,7 @@ from starlette.types import Message
 
 from model_store import __version__, container
 from model_store.errors import ImageInputError, LimitExceededError, ModelStoreError
+from model_store.image_io import image_size
 from model_store.refine import MAX_EFFORT
 from service import media
 from service.access import ClientLimiter, TokenStore, client_key
@@ -188,7 +188,7 @@ _COMPRESS_RESPONSES = {
         s404="unknown_model",
         s413="body_too_large",
         s415="unsupported_media_type",
-        s422="bad_image too_many_pixels",
+        s422="bad_image too_many_pixels deadline_too_short",
         **_UNAVAILABLE,
     ),
 }
@@ -217,7 +217,8 @@ _DECOMPRESS_RESPONSES = {
         s410="weights_retired",
         s413="body_too_large",
         s415="unsupported_media_type",
-        s422="corrupt_bitstream truncated_bitstream unsupported_format_version coder_mismatch too_many_pixels",
+        s422="corrupt_bitstream truncated_bitstream unsupported_format_version coder_mismatch too_many_pixels "
+        "deadline_too_short",
         **_UNAVAILABLE,
     ),
 }
@@ -254,10 +255,12 @@ RequestTimeout = Annotated[
 ]
 
 
-def _deadline(settings: ServiceSettings, requested: Optional[float]) -> float:
-    """Arrival + the server's timeout, or the request's shorter one (its signature declares it positive)."""
+def _deadline(settings: ServiceSettings, requested: Optional[float], arrival: float) -> float:
+    """When the body must have arrived: the server's timeout from arrival, or the request's shorter one (its
+    signature declares it positive). The work's deadline, which depends on the image size, is
+    ``CodecService.admit``'s."""
     timeout = settings.request_timeout_s if requested is None else min(settings.request_timeout_s, requested)
-    return time.monotonic() + timeout
+    return arrival + timeout
 
 
 def _effort_range(settings: ServiceSettings) -> str:
@@ -271,9 +274,8 @@ def _check_effort(settings: ServiceSettings, effort: int) -> None:
         raise BadParameter(f"{_effort_range(settings)}, got {effort}")
 
 
-def _check_effort_pixels(settings: ServiceSettings, effort: int, image: np.ndarray) -> None:
+def _check_effort_pixels(settings: ServiceSettings, effort: int, width: int, height: int) -> None:
     """Refuse (422) a search that would hold the network thread too long; effort 0 still takes the image."""
-    height, width = image.shape[:2]
     if effort and height * width > settings.max_effort_pixels:
         raise LimitExceededError(
             f"{width}x{height} is {height * width} pixels, above this server's limit of {settings.max_effort_pixels} "
@@ -394,7 +396,9 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     tokens = TokenStore(
         settings.auth_tokens.get_secret_value() if settings.auth_tokens else None, settings.auth_tokens_file
     )
-    limiter = ClientLimiter(settings.max_in_flight_per_client, settings.retry_after_s)
+    limiter = ClientLimiter(
+        settings.max_in_flight_per_client, settings.retry_after_s, settings.max_pixels_in_flight_per_client
+    )
     app.state.limiter = limiter
 
     def caller(
@@ -486,7 +490,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     ) -> Response:
         service.admitted(request.scope.get("state", {}))
         with limiter.hold(client), ExitStack() as held:
-            deadline = _deadline(settings, x_request_timeout)
+            arrival = time.monotonic()
+            deadline = _deadline(settings, x_request_timeout, arrival)
             _check_effort(settings, effort)
             inst = service.pool.get(model, quality)
             request.state.instance = inst.key
@@ -501,11 +506,14 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             data = await _multipart_image(request, body) if declared == media.MULTIPART else body
             if media.sniff(data) is None:
                 raise ImageInputError("the body is not a PNG, JPEG or WebP image")
+            width, height = image_size(data, service.pool.limits)  # the header: no pixel decoded yet
+            _check_effort_pixels(settings, effort, width, height)
+            deadline = service.admit(inst, COMPRESS, width * height, arrival, x_request_timeout, effort)
+            held.enter_context(limiter.hold_pixels(client, width * height))
             ctx = RequestContext(deadline, _watch_disconnect(request))
             timings = Timings()
             try:
                 image = await service.decode_image(data, ctx, timings)
-                _check_effort_pixels(settings, effort, image)
                 result = await service.compress(inst, image, ctx, timings, effort)
             finally:
                 ctx.disconnected.cancel()
@@ -543,7 +551,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     ) -> Response:
         service.admitted(request.scope.get("state", {}))
         with limiter.hold(client), ExitStack() as held:
-            deadline = _deadline(settings, x_request_timeout)
+            arrival = time.monotonic()
+            deadline = _deadline(settings, x_request_timeout, arrival)
             content_type, fmt = media.negotiate_image_type(accept)
             declared = media.media_type(request.headers.get("content-type"))
             if declared not in ("", media.BITSTREAM):
@@ -561,6 +570,9 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                 # would, never "not modified" (payload lengths and CRC: a pass over the body, no decoding)
                 container.unpack(body)
                 return Response(status_code=304, headers={"ETag": etag, "Vary": "Accept"})
+            pixels = header.width * header.height
+            deadline = service.admit(inst, DECOMPRESS, pixels, arrival, x_request_timeout)  # before any rANS
+            held.enter_context(limiter.hold_pixels(client, pixels))
             ctx = RequestContext(deadline, _watch_disconnect(request))
             timings = Timings()
             try:

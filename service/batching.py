@@ -14,7 +14,9 @@ the device), and the event loop stays free to accept requests and to entropy-cod
 thread pool while the next batch runs. One deque per (model, quality, op) rather than one per bucket keeps memory
 bounded whatever image sizes arrive, and serving the oldest job's bucket first means no bucket starves.
 
-A batch that raises is retried one payload at a time, so a single bad request fails alone.
+A batch that raises is retried one payload at a time, so a single bad request fails alone. A job may carry a
+cancellation token: the pass runs bound to a token that is cancelled once *every* job of the batch is (its work
+then stops at its next check, model_store.cancellation), and a cancelled batch is not retried.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Generic, Hashable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+from model_store import cancellation
 from service.errors import DeadlineExceeded, Draining, QueueFull
 
 log = logging.getLogger("service.batching")
@@ -52,6 +55,7 @@ class Job(Generic[P]):
     bucket: Hashable
     deadline: float  # time.monotonic() after which nobody wants the result
     future: asyncio.Future
+    token: Optional[cancellation.CancelToken] = None  # cancelled when nobody wants the result any more
     enqueued_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -128,8 +132,11 @@ class BatchQueue(Generic[P, R]):
         finally:
             self._reserved -= 1
 
-    def submit(self, payload: P, bucket: Hashable, deadline: float) -> Job[P]:
-        """Queue a payload; await ``job.future`` for a :class:`BatchResult` (cancel it to withdraw the job)."""
+    def submit(
+        self, payload: P, bucket: Hashable, deadline: float, token: Optional[cancellation.CancelToken] = None
+    ) -> Job[P]:
+        """Queue a payload; await ``job.future`` for a :class:`BatchResult` (cancel it to withdraw the job, and
+        ``token`` to stop a pass that already runs it)."""
         if not self._accepting:
             raise Draining("the server is shutting down; retry on another instance", self._retry_after())
         if len(self._pending) >= self.max_pending:
@@ -140,7 +147,7 @@ class BatchQueue(Generic[P, R]):
             )
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batch-queue {self.name}")
-        job = Job(payload, bucket, deadline, asyncio.get_running_loop().create_future())
+        job = Job(payload, bucket, deadline, asyncio.get_running_loop().create_future(), token)
         job.future.add_done_callback(self._on_withdrawn)
         self._pending.append(job)
         self.observer.depth(len(self._pending))
@@ -256,8 +263,9 @@ class BatchQueue(Generic[P, R]):
         self._running = len(batch)
         try:
             loop = asyncio.get_running_loop()
+            token = cancellation.AllOf([job.token for job in batch])
             started, inference_s, outcomes, fell_back = await loop.run_in_executor(
-                self.executor, self._call, [job.payload for job in batch]
+                self.executor, self._call, [job.payload for job in batch], token
             )
         finally:
             self._running = 0
@@ -270,17 +278,20 @@ class BatchQueue(Generic[P, R]):
             else:
                 job.future.set_result(BatchResult(outcome, started - job.enqueued_at, inference_s, len(batch)))
 
-    def _call(self, payloads: List[P]) -> Tuple[float, float, List[Any], bool]:
+    def _call(
+        self, payloads: List[P], token: Optional[cancellation.CancelToken] = None
+    ) -> Tuple[float, float, List[Any], bool]:
         """Runs in the network thread: the batch, or each payload alone if the batch fails."""
         started = time.monotonic()
         fell_back = False
         try:
-            outcomes: List[Any] = list(self.run_batch(payloads))
+            with cancellation.bound(token):
+                outcomes: List[Any] = list(self.run_batch(payloads))
             if len(outcomes) != len(payloads):
                 raise RuntimeError(f"run_batch returned {len(outcomes)} results for {len(payloads)} payloads")
         except Exception as exc:
-            if len(payloads) == 1:
-                outcomes = [exc]
+            if len(payloads) == 1 or isinstance(exc, cancellation.Cancelled):  # nobody waits: do not retry
+                outcomes = [exc] * len(payloads)
             else:
                 log.warning("%s: batch of %d failed (%s); retrying one by one", self.name, len(payloads), exc)
                 fell_back = True

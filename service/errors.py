@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 from model_store import errors as core
+from model_store.cancellation import Cancelled
 
 
 class ServiceError(Exception):
@@ -103,6 +104,13 @@ class DeadlineExceeded(ServiceError):
     status, code = 504, "deadline_exceeded"
 
 
+class DeadlineTooShort(ServiceError):
+    """The server's own estimate of the work (service/cost.py) does not fit in the request's deadline: refused
+    before anything is decoded, instead of a 504 after the time and memory were spent."""
+
+    status, code = 422, "deadline_too_short"
+
+
 class ClientGone(ServiceError):
     """The client disconnected before its result was ready (nobody reads the response; counted in metrics)."""
 
@@ -112,6 +120,7 @@ class ClientGone(ServiceError):
 #: model_store's typed errors (matched most specific first) -> (status, code). The codec's own codes are kept
 #: where they exist, so a client sees the same identifiers from the library and the service.
 _CORE: Tuple[Tuple[type, int, str], ...] = (
+    (Cancelled, 504, DeadlineExceeded.code),
     (core.CoderMismatchError, 422, core.CoderMismatchError.code),
     (core.TruncatedStreamError, 422, core.TruncatedStreamError.code),
     (core.UnsupportedVersionError, 422, core.UnsupportedVersionError.code),

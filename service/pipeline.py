@@ -8,7 +8,9 @@
                  bucket = latent shape]─▶ synthesis (network thread, batched) ─▶ RGB ─[coding pool: PNG/WebP/JPEG]─▶
 
 Every wait is bounded by the request's deadline and abandoned as soon as its client disconnects; an abandoned job
-is skipped by its queue instead of costing a network pass.
+is skipped by its queue instead of costing a network pass, and work already running in a thread stops at its next
+tile, wavefront step or stage: each request carries a :class:`~model_store.cancellation.CancelToken` that the
+threads doing its work are bound to (a batch stops once every request in it is abandoned).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from model_store import container
-from model_store.codec import bits_per_pixel
+from model_store import cancellation, container
+from model_store.codec import ImageCodec, bits_per_pixel
 from model_store.image_io import encode_image, open_image
 from service.batching import BatchQueue
-from service.errors import ClientGone, DeadlineExceeded, Draining
+from service.cost import CostModel
+from service.errors import ClientGone, DeadlineExceeded, DeadlineTooShort, Draining
 from service.metrics import ServiceMetrics
-from service.pool import Instance, ModelPool
+from service.pool import Instance, ModelPool, warm_up_image
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -47,10 +50,15 @@ _TIMING_NAMES = {"image_io": "image-io", "queue_wait": "queue", "inference": "in
 
 @dataclass
 class RequestContext:
-    """What bounds one request's waits: its deadline and, once its body is read, a future set on disconnect."""
+    """What bounds one request's waits: its deadline and, once its body is read, a future set on disconnect; and
+    the token that stops its work in the threads once it is abandoned (deadline passed or client gone)."""
 
     deadline: float
     disconnected: Optional[asyncio.Future] = None
+    token: cancellation.CancelToken = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token = cancellation.CancelToken(self.deadline)
 
 
 @dataclass
@@ -99,6 +107,8 @@ class CodecService:
         self.in_flight = 0
         self._loading: Optional[asyncio.Future] = None
         self._legacy_lock = asyncio.Lock()
+        #: what compress / decompress cost here per (model, op, effort): admission by cost (service/cost.py)
+        self.costs = CostModel()
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -133,9 +143,77 @@ class CodecService:
         self._loading = asyncio.get_running_loop().run_in_executor(self.network, self._load)
 
     def _load(self) -> None:
-        self.pool.load_all()
+        self.pool.load_all(after_warm_up=self._price)
         self.metrics.instances_loaded.set(self.pool.count("ready") + self.pool.count("failed"))
         self.metrics.instances_ready.set(self.pool.count("ready"))
+
+    def _price(self, inst: Instance, codec: ImageCodec) -> None:
+        """Price compress and decompress of the instance's model on this machine, threads and device, before it
+        is ready: at two sizes (its warm-up image, and that image repeated to 1024x768 or the largest 4:3 size
+        max_pixels admits), as the request path runs them: image decode + analysis + rANS, and rANS + synthesis
+        + PNG encode. Once per model: the qualities of a preset share their widths. A model that cannot be priced
+        is not refused on cost (logged), never made unready."""
+        model = inst.key[0]
+        if self.costs.price((model, COMPRESS, 0)) is not None:
+            return
+        try:
+            self._calibrate(model, codec)
+        except Exception:
+            log.exception("pricing %s failed: its requests are not refused on cost", model)
+
+    def _calibrate(self, model: str, codec: ImageCodec) -> None:
+        small = warm_up_image(codec.pad_multiple)
+        width = min(1024, int((self.settings.max_pixels * 4 / 3) ** 0.5))
+        height = width * 3 // 4
+        if height * width < 2 * small.shape[0] * small.shape[1]:
+            raise ValueError(f"max_pixels {self.settings.max_pixels} leaves no second size to price with")
+        large = np.tile(small, (height // small.shape[0] + 1, width // small.shape[1] + 1, 1))[:height, :width]
+        points: Dict[str, List[Tuple[int, float]]] = {COMPRESS: [], DECOMPRESS: []}
+        for image in (small, np.ascontiguousarray(large)):
+            data = encode_image(image, "PNG")
+            t0 = time.monotonic()
+            stream = codec.compress(open_image(data, self.pool.limits))
+            t1 = time.monotonic()
+            encode_image(codec.decompress(stream), "PNG")
+            points[COMPRESS].append((image.shape[0] * image.shape[1], t1 - t0))
+            points[DECOMPRESS].append((image.shape[0] * image.shape[1], time.monotonic() - t1))
+        for op, (p_small, p_large) in points.items():
+            price = self.costs.calibrate((model, op, 0), p_small, p_large)
+            log.info("%s %s costs %.2f s + %.2f s/MP here", model, op, price.overhead_s, price.per_megapixel_s)
+
+    def admit(
+        self, inst: Instance, op: str, pixels: int, arrival: float, requested_s: Optional[float], effort: int = 0
+    ) -> float:
+        """The deadline of a request for an image of ``pixels``, or 422 ``deadline_too_short`` at once when this
+        server's estimate of the work does not fit in it (nothing has been decoded yet).
+
+        The deadline is ``request_timeout_s`` from arrival, stretched for large images to
+        ``request_timeout_per_megapixel_s`` per megapixel, and never longer than the client's ``requested_s``.
+        """
+        settings = self.settings
+        timeout = max(settings.request_timeout_s, settings.request_timeout_per_megapixel_s * pixels / 1e6)
+        if requested_s is not None:
+            timeout = min(timeout, requested_s)
+        deadline = arrival + timeout
+        key = (inst.key[0], op, effort)
+        estimate = self.costs.estimate(key, pixels)
+        remaining = deadline - time.monotonic()
+        if settings.admission_by_cost and estimate is not None and estimate > remaining:
+            fits = self.costs.price(key).pixels_within(remaining)  # type: ignore[union-attr]
+            side = int((fits * 4 / 3) ** 0.5)
+            raise DeadlineTooShort(
+                f"{op} of {pixels / 1e6:.1f} megapixels is estimated at {estimate:.1f} s on this server, longer than "
+                f"the {remaining:.1f} s left of the request's deadline; the largest image that fits is about "
+                f"{fits / 1e6:.2f} megapixels (e.g. {side}x{side * 3 // 4}). Send a smaller image or a longer "
+                f"X-Request-Timeout (this server allows up to {settings.request_timeout_s:g} s, or "
+                f"{settings.request_timeout_per_megapixel_s:g} s per megapixel for large images)"
+            )
+        return deadline
+
+    def _price_observed(self, op: str, inst: Instance, pixels: int, timings: Timings, effort: int = 0) -> None:
+        """Fold a finished request's compute time (queueing excluded) into its price."""
+        compute = sum(s for stage, s in timings.stages.items() if stage != "queue_wait")
+        self.costs.observe((inst.key[0], op, effort), pixels, compute)
 
     async def wait_loaded(self) -> None:
         if self._loading is not None:
@@ -209,7 +287,9 @@ class CodecService:
         encode is the network pass (batched only with requests of the same size *and* effort)."""
         model, quality = inst.key
         height, width = image.shape[:2]
-        job = self.queues[(model, quality, COMPRESS)].submit((image, effort), (height, width, effort), ctx.deadline)
+        job = self.queues[(model, quality, COMPRESS)].submit(
+            (image, effort), (height, width, effort), ctx.deadline, ctx.token
+        )
         result = await self._wait(ctx, job.future)
         timings.stages["queue_wait"] = result.queue_wait_s
         timings.stages["inference"] = result.inference_s
@@ -221,6 +301,7 @@ class CodecService:
             stream = await self._in_pool(ctx, inst.codec.encode_latent, result.value, height, width)
             timings.stages["entropy_coding"] = time.monotonic() - t0
         self._observe(COMPRESS, inst, timings)
+        self._price_observed(COMPRESS, inst, height * width, timings, effort)
         return Compressed(stream, height, width, bits_per_pixel(stream, height, width), timings)
 
     @staticmethod
@@ -240,7 +321,9 @@ class CodecService:
         t0 = time.monotonic()
         y_hat, header = await self._in_pool(ctx, inst.codec.decode_latent, data)
         timings.stages["entropy_coding"] = time.monotonic() - t0
-        job = self.queues[(model, quality, DECOMPRESS)].submit((y_hat, header), tuple(y_hat.shape), ctx.deadline)
+        job = self.queues[(model, quality, DECOMPRESS)].submit(
+            (y_hat, header), tuple(y_hat.shape), ctx.deadline, ctx.token
+        )
         result = await self._wait(ctx, job.future)
         timings.stages["queue_wait"] = result.queue_wait_s
         timings.stages["inference"] = result.inference_s
@@ -249,6 +332,7 @@ class CodecService:
         encoded = await self._in_pool(ctx, encode_image, result.value, fmt)
         timings.stages["image_io"] = time.monotonic() - t0
         self._observe(DECOMPRESS, inst, timings)
+        self._price_observed(DECOMPRESS, inst, header.height * header.width, timings)
         return Decompressed(encoded, header, timings)
 
     async def instance_for_stream(self, header: container.StreamHeader) -> Tuple[Instance, bool]:
@@ -273,7 +357,10 @@ class CodecService:
         t0 = time.monotonic()
         async with self._legacy_lock:
             image = await self._wait(
-                ctx, asyncio.get_running_loop().run_in_executor(self.network, inst.codec.decompress, data)
+                ctx,
+                asyncio.get_running_loop().run_in_executor(
+                    self.network, _bound_to, ctx.token, inst.codec.decompress, data
+                ),
             )
         timings.stages["inference"] = time.monotonic() - t0
         t0 = time.monotonic()
@@ -293,7 +380,8 @@ class CodecService:
             self.metrics.observe_stage(op, inst.key[0], inst.key[1], stage, seconds)
 
     async def _in_pool(self, ctx: RequestContext, fn, *args):
-        return await self._wait(ctx, asyncio.get_running_loop().run_in_executor(self.coding, fn, *args))
+        loop = asyncio.get_running_loop()
+        return await self._wait(ctx, loop.run_in_executor(self.coding, _bound_to, ctx.token, fn, *args))
 
     async def _wait(self, ctx: RequestContext, future: asyncio.Future):
         """The future's result, unless the deadline passes first (504) or the client leaves (then nobody asks)."""
@@ -304,9 +392,11 @@ class CodecService:
             done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if future in done:
             return future.result()
-        future.cancel()  # a queued job is skipped; a job already in a network pass finishes unread
+        future.cancel()  # a queued job is skipped; running work stops at its next check of the token
         if ctx.disconnected is not None and ctx.disconnected in done:
+            ctx.token.cancel("the client disconnected")
             raise ClientGone("the client disconnected")
+        ctx.token.cancel("the deadline passed")
         raise DeadlineExceeded(
             f"the request did not finish within its deadline of {self.settings.request_timeout_s:g} s or less"
         )
@@ -329,6 +419,12 @@ def _set_torch_threads(n: int) -> None:
     """
     torch.get_num_threads()
     torch.set_num_threads(n)
+
+
+def _bound_to(token: cancellation.CancelToken, fn, *args):
+    """Run ``fn`` in this (executor) thread with the request's cancellation token bound to it."""
+    with cancellation.bound(token):
+        return fn(*args)
 
 
 def _bind(fn, inst: Instance):

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -98,8 +98,10 @@ class ModelPool:
             entry = registry.resolve(model, quality, root=self.settings.weights_root)
             self.instances[(model, quality)] = Instance(entry=entry, device=self.device)
 
-    def load_all(self) -> None:
-        """Load and warm every instance (blocking: call it from a worker thread). A failure marks one instance."""
+    def load_all(self, after_warm_up: Optional[Callable[[Instance, ImageCodec], None]] = None) -> None:
+        """Load and warm every instance (blocking: call it from a worker thread). A failure marks one instance.
+        ``after_warm_up(instance, codec)`` runs before the instance is marked ready (the service prices its work
+        there, so no request is admitted unpriced)."""
         for inst in self.instances.values():
             t0 = time.monotonic()
             try:
@@ -113,6 +115,8 @@ class ModelPool:
                 image = warm_up_image(codec.pad_multiple)
                 if codec.decompress(codec.compress(image)).shape != image.shape:
                     raise RuntimeError("warm-up round trip changed the image size")
+                if after_warm_up is not None:
+                    after_warm_up(inst, codec)
             except Exception as exc:  # one broken instance must not hide the others
                 log.exception("loading %s q%d failed", *inst.key)
                 inst.state, inst.error = FAILED, f"{type(exc).__name__}: {exc}"

@@ -65,6 +65,19 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="deadline of a request from arrival; clients may shorten it per request"
     )
+    request_timeout_per_megapixel_s: float = Field(
+        default=4.0,
+        ge=0,
+        description="deadline per megapixel for large images: a request's deadline is the larger of "
+        "request_timeout_s and this times the image's megapixels (a shorter X-Request-Timeout still wins), so the "
+        "largest image max_pixels admits can finish (erstc-small compresses 12 MP in ~25 s on 2 cores: "
+        "benchmarks/results/large_images.md); 0 = request_timeout_s for every size",
+    )
+    admission_by_cost: bool = Field(
+        default=True,
+        description="refuse at once (422 deadline_too_short) a request whose estimated time, from this server's "
+        "own measured speed and the image size in its header, exceeds its deadline (service/cost.py)",
+    )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="413 above this")
     max_pixels: int = Field(default=16_000_000, ge=1, description="422 above this (checked from headers first)")
 
@@ -107,6 +120,13 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="requests one client (token name, else peer address) may have in flight before 429 "
         "client_busy; 0 = no cap",
+    )
+
+    max_pixels_in_flight_per_client: int = Field(
+        default=64_000_000,
+        ge=0,
+        description="image pixels one client may have in flight (compress and decompress) before 429 client_busy: "
+        "a cap on the work one client holds, whatever the sizes of its requests; 0 = no cap",
     )
 
     forwarded_allow_ips: Optional[str] = Field(

@@ -37,9 +37,9 @@ def test_ready_is_503_until_every_instance_is_warmed_up(weights_root, monkeypatc
     release = threading.Event()
     warmed = ModelPool.load_all
 
-    def slow_load_all(pool):
+    def slow_load_all(pool, **kwargs):
         release.wait(20)
-        warmed(pool)
+        warmed(pool, **kwargs)
 
     monkeypatch.setattr(ModelPool, "load_all", slow_load_all)
     with ServerThread(settings_for(weights_root), wait_ready=False) as server:

@@ -30,6 +30,7 @@ from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import GaussianConditional
 from torch import Tensor
 
+from model_store import cancellation
 from model_store.errors import CoderMismatchError, UncodableLatentError
 
 CANONICAL_DTYPE = torch.float64
@@ -111,6 +112,7 @@ class GaussianSymbolEncoder:
         self.symbol_count = 0
 
     def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor]) -> Tensor:
+        cancellation.check()  # one group is one wavefront step / slice / chunk: an abandoned request stops here
         if y is None:
             raise ValueError("the encoder needs the latent values y")
         indexes = self._tables.indexes(scales)
@@ -144,6 +146,7 @@ class GaussianSymbolDecoder:
         self.index_crc = 0
 
     def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor] = None) -> Tensor:
+        cancellation.check()
         indexes = self._tables.indexes(scales)
         # The coder converts every CDF row it is given on every call; a wavefront step uses only a few rows,
         # so hand it just those (remapped). Same CDFs, same symbols, a fraction of the conversion cost.
