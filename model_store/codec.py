@@ -14,6 +14,7 @@ batching uses: the network passes run batched on the device while rANS coding ru
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,6 +322,21 @@ class ImageCodec:
 
     def decompress(self, data: bytes) -> np.ndarray:
         return self.decompress_batch([data])[0]
+
+
+@functools.lru_cache(maxsize=None)
+def decoder_kind(device: str) -> Tuple[str, bool]:
+    """(what decoded pixels depend on besides the stream, whether one such decoder always gives the same bytes).
+
+    On a CPU each tile runs with one intra-op thread, so pixels do not depend on batch size, thread count or
+    process; they may depend on the instruction set oneDNN dispatches to and on the torch build, which the kind
+    names. CUDA kernels (cuDNN's algorithm choice, atomics) give no such promise: not byte-stable.
+    """
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return f"cpu/{torch.backends.cpu.get_cpu_capability()}/torch-{torch.__version__}", True
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    return f"{dev.type}/{name}/torch-{torch.__version__}", False
 
 
 def _check_cancellation_between_layers(model: LearnedImageCodec) -> None:

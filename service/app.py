@@ -27,6 +27,7 @@ from starlette.routing import Match
 from starlette.types import Message
 
 from model_store import __version__, container
+from model_store.codec import decoder_kind
 from model_store.errors import ImageInputError, LimitExceededError, ModelStoreError
 from model_store.image_io import image_size
 from model_store.refine import MAX_EFFORT
@@ -205,7 +206,10 @@ _DECOMPRESS_RESPONSES = {
         "content": {t: _BINARY for t in media.IMAGE_TYPES},
         "headers": {
             **_RESULT_HEADERS,
-            "ETag": _header("strong validator: digest of the bitstream + output format"),
+            "ETag": _header(
+                "digest of the bitstream + decoder kind + output format; strong on CPU (byte-identical pixels from "
+                "every replica of one CPU kind and torch build), weak (W/) on GPU"
+            ),
             "Vary": _header("Accept"),
         },
     },
@@ -229,7 +233,8 @@ Learned image compression over HTTP: images in, entropy-coded bitstreams out, an
 * `POST /compress?model=&quality=` with a PNG, JPEG or WebP body returns the bitstream. Both are optional: the
   server's default model, and that model's `default_quality` (`GET /v1/models`; `X-Quality` says which was used).
 * `POST /decompress` with a bitstream returns the image (PNG by default; WebP or JPEG via `Accept`).
-  The response is a pure function of the bitstream and the format, so it carries a strong `ETag`
+  The response is a pure function of the bitstream, the format and the decoder kind (CPU instruction set + torch
+  build, or GPU), so it carries an `ETag` that names all three (strong on CPU, weak on GPU)
   and answers `If-None-Match` with 304 once the stream is known to be whole (header, lengths and CRCs
   checked) but without decoding it (a deliberate use of 304 on POST: the body is the request's only input).
 * Requests may shorten their deadline with `X-Request-Timeout: <seconds>`; the body must arrive within it.
@@ -564,7 +569,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             if not legacy:  # a legacy decode waits for the legacy lock instead, within its deadline
                 held.enter_context(service.reserve(inst, DECOMPRESS))  # before any rANS decoding
             inst.codec.check_header(header)  # weights digest (409), pixel limit and shapes (422)
-            etag = media.etag_for(body, fmt)
+            etag = media.etag_for(body, fmt, *decoder_kind(inst.device))
             if media.etag_matches(if_none_match, etag):
                 # the ETag names the bytes, not a decodable stream: a damaged or cut one must get the 422 a decode
                 # would, never "not modified" (payload lengths and CRC: a pass over the body, no decoding)

@@ -83,15 +83,30 @@ def file_extension(fmt: str) -> str:
     return _EXTENSION[fmt.upper()]
 
 
-def etag_for(stream: bytes, fmt: str) -> str:
-    """Strong ETag of a decompressed representation: the stream's digest plus the output format (Vary: Accept)."""
-    return f'"{hashlib.sha256(stream).hexdigest()[:32]}.{file_extension(fmt)}"'
+def etag_for(stream: bytes, fmt: str, decoder: str = "", strong: bool = True) -> str:
+    """ETag of a decompressed representation: the stream's digest, the output format (Vary: Accept) and the kind
+    of decoder that made the pixels (``model_store.codec.decoder_kind``).
+
+    The latent is exact everywhere, but the pixels are only byte-identical between decoders of one kind (same
+    device type, CPU instruction set and torch build: tiles run with one thread each, so batch size, thread count
+    and process do not matter). Replicas of two kinds therefore send two different tags, never one strong tag for
+    different bytes (a client resuming with If-Range would splice two files). Where even one kind does not promise
+    identical bytes (CUDA kernels), the tag is weak (``strong=False``): fine for If-None-Match, never for If-Range.
+    """
+    kind = hashlib.sha256(decoder.encode()).hexdigest()[:8]
+    tag = f'"{hashlib.sha256(stream).hexdigest()[:32]}.{kind}.{file_extension(fmt)}"'
+    return tag if strong else "W/" + tag
 
 
 def etag_matches(if_none_match: Optional[str], etag: str) -> bool:
     """``If-None-Match`` uses the weak comparison (RFC 9110 section 13.1.2): ``W/`` prefixes are ignored."""
     if not if_none_match:
         return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag.removeprefix("W/"):
+            return True
+    return False
     for tag in if_none_match.split(","):
         tag = tag.strip()
         if tag == "*" or tag.removeprefix("W/") == etag:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class ModelPool:
     def __post_init__(self) -> None:
         self.limits = ImageLimits(max_pixels=self.settings.max_pixels, max_pixels_setting="LIC_MAX_PIXELS")
         self.legacy: "OrderedDict[bytes, Instance]" = OrderedDict()  # weights digest -> instance, LRU order
+        self.tile_workers = self.settings.tile_threads or os.cpu_count() or 1
 
     def configure(self) -> None:
         """Resolve the configured (model, quality) pairs against the weights root (raises on unknown names)."""
@@ -111,6 +113,7 @@ class ModelPool:
                     limits=self.limits,
                     batch_invariant=self.settings.batch_invariant,
                     format_version=self.settings.stream_format_version,
+                    tile_workers=self.tile_workers,
                 )
                 image = warm_up_image(codec.pad_multiple)
                 if codec.decompress(codec.compress(image)).shape != image.shape:
@@ -211,7 +214,9 @@ class ModelPool:
             self.legacy.move_to_end(key)
             return self.legacy[key]
         t0 = time.monotonic()
-        codec = ImageCodec.from_entry(entry, device=self.device, limits=self.limits, batch_invariant=True)
+        codec = ImageCodec.from_entry(
+            entry, device=self.device, limits=self.limits, batch_invariant=True, tile_workers=self.tile_workers
+        )
         inst = Instance(entry=entry, device=self.device, state=READY, codec=codec)
         inst.load_seconds = round(time.monotonic() - t0, 3)
         self.legacy[key] = inst

@@ -155,6 +155,13 @@ class ServiceSettings(BaseSettings):
         "threads use the rest: 9.6 vs 7.3 images/s at 256x256 on 2 cores, and far more when another process "
         "takes a core), torch's default on CUDA",
     )
+    tile_threads: int = Field(
+        default=0,
+        ge=0,
+        description="threads that run the tiles of one image's transforms side by side (model_store/tiling.py); "
+        "each runs one intra-op thread, so they do not spin-wait for busy cores as an OpenMP team does; "
+        "0 = one per core",
+    )
     coding_torch_threads: int = Field(
         default=1,
         ge=1,

@@ -119,6 +119,29 @@ def test_a_large_photo_gets_a_deadline_per_megapixel_and_succeeds(weights_root):
         assert refused.status_code == 422 and refused.json()["code"] == "deadline_too_short"
 
 
+@pytest.mark.slow
+def test_a_12_megapixel_phone_photo_round_trips_at_the_default_settings():
+    """What a phone uploads, on this 2-core CPU, with nothing configured but the model: admitted, compressed and
+    decompressed within its (per-megapixel) deadline."""
+    from benchmarks.large_images import photo
+    from model_store.image_io import encode_image
+
+    image = photo(12.0)
+    body = encode_image(image, "JPEG", quality=92)  # what a phone sends
+    with server_process(registry.WEIGHTS_ROOT, models={registry.default_model(): [3]}) as server:
+        stream = httpx.post(server.url + "/compress", content=body, headers={"Content-Type": "image/jpeg"}, timeout=120)
+        assert stream.status_code == 200, stream.text
+        assert stream.headers["x-image-width"] == str(image.shape[1])
+        back = httpx.post(
+            server.url + "/decompress",
+            content=stream.content,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=120,
+        )
+        assert back.status_code == 200, back.text
+        assert Image.open(io.BytesIO(back.content)).size == (image.shape[1], image.shape[0])
+
+
 # -- abandoned work stops ----------------------------------------------------------------------------------------
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

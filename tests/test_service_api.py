@@ -18,7 +18,7 @@ from conftest import make_tiny_codec, natural_image  # noqa: E402
 from service_fixtures import MODEL, QUALITIES, ServerThread, build_weights_root, local_codec, png, settings_for  # noqa: E402
 
 from model_store import container, registry  # noqa: E402
-from model_store.codec import ImageCodec  # noqa: E402
+from model_store.codec import ImageCodec, decoder_kind  # noqa: E402
 from model_store.image_io import ImageLimits, encode_image, open_image  # noqa: E402
 from model_store.refine import MAX_EFFORT  # noqa: E402
 from service import media  # noqa: E402
@@ -164,6 +164,19 @@ def test_decompress_has_a_strong_etag_per_format_and_answers_if_none_match_with_
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == etag and again.headers["vary"] == "Accept"
     assert decompress(http, stream, **{"If-None-Match": '"other"'}).status_code == 200
+    assert etag == media.etag_for(stream, "PNG", *decoder_kind("cpu"))
+
+
+def test_etags_name_the_decoder_kind_and_are_weak_where_bytes_are_not_guaranteed():
+    """Pixels are byte-identical between decoders of one kind only (README, Portable bitstreams): two kinds of
+    replica must never send one strong tag for different bytes, and a GPU's tag is weak."""
+    stream = b"a stream"
+    cpu = media.etag_for(stream, "PNG", *decoder_kind("cpu"))
+    assert decoder_kind("cpu")[1] is True and not cpu.startswith("W/")
+    other_cpu = media.etag_for(stream, "PNG", "cpu/AVX512/torch-2.14.1", True)
+    gpu = media.etag_for(stream, "PNG", "cuda/NVIDIA H100/torch-2.14.1", False)
+    assert len({cpu, other_cpu, gpu.removeprefix("W/")}) == 3 and gpu.startswith('W/"')
+    assert media.etag_matches(gpu, gpu) and media.etag_matches(gpu.removeprefix("W/"), gpu)  # weak comparison
 
 
 @pytest.mark.parametrize("how", ["payload", "truncate"])
@@ -171,7 +184,7 @@ def test_if_none_match_never_answers_304_for_a_damaged_or_truncated_stream(http,
     """A 304 says "the image you hold is this stream's": only true of a whole, undamaged stream. A damaged one gets
     the 422 it gets without If-None-Match, whether the client sends * or the ETag of exactly these bytes."""
     bad, code = damage(compress(http, png(32, 32)).content, how)
-    for tag in ("*", media.etag_for(bad, "PNG")):
+    for tag in ("*", media.etag_for(bad, "PNG", *decoder_kind("cpu"))):
         assert_error(decompress(http, bad, **{"If-None-Match": tag}), 422, code)
 
 
