@@ -157,7 +157,10 @@ class ImageCodec:
         latent = ((h + pad_bottom) // stride, (w + pad_right) // stride)
         out = []
         for group in self._groups(len(images)):
-            pixels = torch.from_numpy(np.stack([images[i] for i in group]))  # (n, H, W, 3) uint8
+            # (n, H, W, 3) uint8; one image is viewed, not copied (a 50 MP photo is 150 MB)
+            pixels = torch.from_numpy(
+                np.stack([images[i] for i in group]) if len(group) > 1 else np.ascontiguousarray(images[group[0]])[None]
+            )
             y = torch.empty(len(group), self.model.latent_channels, *latent)
 
             def read(rows: slice, cols: slice) -> Tensor:
