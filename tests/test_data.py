@@ -2,15 +2,21 @@
 
 They build from a temporary folder of synthetic "photos" through the very code paths the real build uses (the
 catalog, the package resolver and the sizes are injected), so they need none of the Debian / PyPI photo
-packages. The few checks of the real catalog against the installed packages are marked ``data``.
+packages. Photos embedded in containers (Enlightenment .edj, Qt .rcc) are tested on synthetic containers of the
+same layout. The few checks of the real catalog against the installed packages are marked ``data``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import re
+import struct
+import zlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Iterable, Mapping, Tuple
 
 import numpy as np
 import pytest
@@ -18,6 +24,7 @@ import torch
 from PIL import Image
 
 from model_store import data as D
+from model_store import embedded_images as E
 from model_store.training_data import ImageFolderDataset, RandomCropDataset
 
 PKG_A = "deb:fake-photos"
@@ -282,6 +289,236 @@ def test_audit_reports_only_undecided_usable_images(fake_packages):
     assert D.audit_catalog(catalog, resolver, min_short_side=40) == [f"{PKG_A}: photos/new_photo.png (90x60 RGB)"]
 
 
+def test_a_source_floor_raises_the_downscale_factor():
+    cfg = D.BuildConfig()
+    assert D.training_scale((1024, 768), D.Quality.COMPRESSED, cfg) == pytest.approx(2.0)
+    assert D.training_scale((900, 600), D.Quality.CLEAN, cfg, floor=2.0) == pytest.approx(2.0)
+    assert D.training_scale((1024, 683), D.Quality.HEAVY, cfg, floor=2.0) == pytest.approx(683 / 256)
+    with pytest.raises(D.SourceError):
+        D.training_scale((1024, 451), D.Quality.COMPRESSED, cfg, floor=2.0)  # fits at 1.5x, not at the 2x floor
+
+
+# ---------------------------------------------------------------------------------------------- embedded images
+
+
+def jpeg_bytes(w: int, h: int, seed: int, quality: int = 90, **save_kw) -> bytes:
+    buf = io.BytesIO()
+    synthetic_photo(w, h, seed).save(buf, format="JPEG", quality=quality, **save_kw)
+    return buf.getvalue()
+
+
+def without_segment(jpeg: bytes, marker: int) -> bytes:
+    """The JPEG with every segment of this marker (before the first scan) removed."""
+    out, pos = bytearray(jpeg[:2]), 2
+    while jpeg[pos + 1] != 0xDA:
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        if jpeg[pos + 1] != marker:
+            out += jpeg[pos : pos + 2 + length]
+        pos += 2 + length
+    return bytes(out + jpeg[pos:])
+
+
+def edj_like(*streams: bytes) -> bytes:
+    """An Eet-like archive: a magic, then the streams between filler records, as Enlightenment stores them."""
+    blob = bytearray(b"\x1e\xe7\x0f\x42" + bytes(12))
+    for i, stream in enumerate(streams):
+        blob += b"edje/images/%d\0" % i + bytes(range(7, 40)) + stream + b"\0\xff\xd8\x00pad"  # a stray SOI too
+    return bytes(blob)
+
+
+def rcc_bundle(files: Mapping[str, bytes], compressed: Iterable[str] = ()) -> bytes:
+    """A Qt resource bundle (format version 3) holding ``files`` by path, written as Qt's rcc lays it out:
+    header, payloads (32-bit size + bytes; zlib ones prefixed with their plain size), names (16-bit length,
+    32-bit hash, UTF-16BE), then a breadth-first tree of 22-byte nodes whose directories index their children."""
+    compressed = set(compressed)
+    tree: Dict[str, object] = {}
+    for path, payload in files.items():
+        *dirs, leaf = path.split("/")
+        node = tree
+        for d in dirs:
+            node = node.setdefault(d, {})  # type: ignore[assignment]
+        node[leaf] = payload
+    data, names, name_at = bytearray(), bytearray(), {}
+    nodes: list = [None]
+    queue = [(0, "", "", tree)]
+    while queue:
+        index, name, path, entry = queue.pop(0)
+        if name and name not in name_at:
+            name_at[name] = len(names)
+            names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+        name_offset = name_at.get(name, 0)
+        if isinstance(entry, dict):
+            first = len(nodes)
+            nodes.extend([None] * len(entry))
+            nodes[index] = struct.pack(">IHII", name_offset, 0x02, len(entry), first) + bytes(8)
+            for i, (child, sub) in enumerate(sorted(entry.items())):
+                queue.append((first + i, child, f"{path}/{child}".lstrip("/"), sub))
+        else:
+            flags, payload = 0, entry
+            if path in compressed:
+                flags, payload = 0x01, struct.pack(">I", len(entry)) + zlib.compress(entry)
+            nodes[index] = struct.pack(">IHHHI", name_offset, flags, 0, 0, len(data)) + bytes(8)
+            data += struct.pack(">I", len(payload)) + payload
+    data_offset = 24
+    names_offset = data_offset + len(data)
+    tree_offset = names_offset + len(names)
+    header = b"qres" + struct.pack(">IIIII", 3, tree_offset, data_offset, names_offset, 0)
+    return header + bytes(data) + bytes(names) + b"".join(nodes)
+
+
+def webp_bytes(w: int, h: int, seed: int) -> bytes:
+    buf = io.BytesIO()
+    synthetic_photo(w, h, seed).save(buf, format="WEBP", quality=60)
+    return buf.getvalue()
+
+
+def test_largest_decodable_jpeg_is_cut_out_of_an_edj_like_blob():
+    small, big = jpeg_bytes(40, 30, 1), jpeg_bytes(120, 80, 2)
+    bigger_but_broken = without_segment(jpeg_bytes(160, 100, 3), 0xDB)  # no quantisation table: cannot decode
+    blob = edj_like(small, big, bigger_but_broken)
+    assert [blob[s:e] for s, e in E.jpeg_streams(blob)] == [small, big, bigger_but_broken]
+    assert E.decodes_fully(big) and not E.decodes_fully(bigger_but_broken)
+    assert E.largest_jpeg(blob) == big
+    assert E.extract_member(blob, E.LARGEST_JPEG) == big
+    assert E.largest_jpeg(edj_like(big, small)) == big  # file order does not matter
+    with pytest.raises(E.EmbeddedImageError):
+        E.largest_jpeg(edj_like(small[: len(small) // 2], bigger_but_broken))  # truncated + undecodable
+
+
+def test_jpeg_end_is_found_past_an_embedded_thumbnail():
+    """FF D9 inside an APP segment (an EXIF thumbnail) must not end the host stream."""
+    main, thumb = jpeg_bytes(96, 64, 4), jpeg_bytes(16, 16, 5)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(thumb)) + b"Exif\0\0" + thumb
+    host = main[:2] + app1 + main[2:]
+    blob = b"junk" + host + b"more junk \xff\xd9"
+    assert E.jpeg_stream_end(blob, 4) == 4 + len(host)
+    assert E.largest_jpeg(blob) == host
+    with Image.open(io.BytesIO(E.largest_jpeg(blob))) as im:
+        assert im.size == (96, 64)
+    assert E.jpeg_stream_end(b"\xff\xd8\xff\xd9", 0) is None  # SOI + EOI in raw data: no scan, no image
+
+
+def test_rcc_bundle_yields_its_webp_by_resource_path():
+    photo, other = webp_bytes(96, 72, 6), webp_bytes(50, 40, 7)
+    files = {
+        "gcompris/src/activities/erase/resource/photo.webp": photo,
+        "gcompris/src/activities/erase/resource/other.webp": other,
+        "gcompris/src/activities/erase/Erase.qml": b"import QtQuick 2.12\n" * 20,
+    }
+    blob = rcc_bundle(files, compressed={"gcompris/src/activities/erase/Erase.qml"})
+    assert sorted(E.rcc_files(blob)) == sorted(files)
+    assert E.extract_member(blob, ":/gcompris/src/activities/erase/resource/photo.webp") == photo
+    assert (
+        E.rcc_file(blob, "gcompris/src/activities/erase/Erase.qml") == files["gcompris/src/activities/erase/Erase.qml"]
+    )
+    # the same bytes as the scan shared/DATA.md describes: RIFF<len32>WEBP, cut len + 8 bytes
+    scanned = [
+        blob[m.start() : m.start() + 8 + int.from_bytes(m.group(1), "little")]
+        for m in re.finditer(rb"RIFF(....)WEBP", blob, re.S)
+    ]
+    assert sorted(scanned) == sorted([photo, other])
+    assert E.embedded_image_members(".rcc", blob, D.IMAGE_SUFFIXES) == [
+        ":/gcompris/src/activities/erase/resource/other.webp",
+        ":/gcompris/src/activities/erase/resource/photo.webp",
+    ]
+    with pytest.raises(E.EmbeddedImageError, match="no file"):
+        E.extract_member(blob, ":/gcompris/missing.webp")
+    with pytest.raises(E.EmbeddedImageError, match="qres"):
+        E.rcc_files(b"not a bundle at all")
+    with pytest.raises(E.EmbeddedImageError, match="unknown member"):
+        E.extract_member(blob, "photo.webp")
+
+
+@pytest.fixture()
+def container_packages(fake_packages):
+    """The fake packages plus an .edj-like theme and a Qt bundle holding photos, with their catalog entries."""
+    catalog, resolver, roots = fake_packages
+    big = jpeg_bytes(120, 80, 2)
+    (roots["a"] / "themes").mkdir()
+    (roots["a"] / "themes/Scene.edj").write_bytes(edj_like(jpeg_bytes(40, 30, 1), big))
+    resource = "gcompris/src/activities/zoo/resource/"
+    bundle = {resource + "lion.webp": webp_bytes(96, 72, 8), resource + "cub.webp": webp_bytes(90, 60, 9)}
+    (roots["a"] / "rcc").mkdir()
+    (roots["a"] / "rcc/zoo.rcc").write_bytes(rcc_bundle(bundle))
+    catalog = replace(
+        catalog,
+        packages=(D.SourcePackage(PKG_A, ("photos", "art", "themes", "rcc")),) + catalog.packages[1:],
+        photos=catalog.photos
+        + (
+            D.Photo(PKG_A, "themes/Scene.edj", D.Quality.CLEAN, "theme photo", member=E.LARGEST_JPEG),
+            D.Photo(
+                PKG_A, "rcc/zoo.rcc", D.Quality.CLEAN, "lion", member=":/" + resource + "lion.webp", min_downscale=2.0
+            ),
+        ),
+        excluded=catalog.excluded + (D.Excluded(PKG_A, "rcc/zoo.rcc:/*/cub.webp", "too small"),),
+    )
+    return catalog, resolver, roots, {"big": big, "lion": bundle[resource + "lion.webp"]}
+
+
+def test_embedded_photos_are_built_with_container_and_stream_hashes(tmp_path, container_packages):
+    catalog, resolver, roots, streams = container_packages
+    manifest = D.build_dataset(tmp_path / "out", catalog, CONFIG, resolver, progress=False)
+    edj = manifest["sources"]["fake-photos_scene"]
+    assert edj["member"] == E.LARGEST_JPEG and edj["sha256"] == hashlib.sha256(streams["big"]).hexdigest()
+    assert edj["container_sha256"] == D.sha256_file(roots["a"] / "themes/Scene.edj")
+    lion = manifest["sources"]["fake-photos_zoo-lion"]  # key: bundle stem + resource stem
+    assert lion["sha256"] == hashlib.sha256(streams["lion"]).hexdigest()
+    assert lion["container_sha256"] == D.sha256_file(roots["a"] / "rcc/zoo.rcc")
+    assert lion["min_downscale"] == 2.0
+    assert "member" not in manifest["sources"]["fake-photos_train_clean"]  # plain files keep their record shape
+    assert manifest["outputs"]["train/fake-photos_scene.png"]["size"] == [64, 43]  # the 120x80 stream, capped
+    assert manifest["outputs"]["train/fake-photos_zoo-lion.png"]["size"] == [48, 36]  # 2x floor, not 1.5x
+    assert manifest["totals"]["train"]["images"] == 7
+    assert D.verify_dataset(tmp_path / "out") == []
+
+
+def test_embedded_photos_build_deterministically(tmp_path, container_packages):
+    catalog, resolver, _, _ = container_packages
+    one = D.build_dataset(tmp_path / "one", catalog, CONFIG, resolver, progress=False)
+    two = D.build_dataset(tmp_path / "two", catalog, CONFIG, resolver, progress=False)
+    assert one == two
+    assert (tmp_path / "one/train/fake-photos_zoo-lion.png").read_bytes() == (
+        tmp_path / "two/train/fake-photos_zoo-lion.png"
+    ).read_bytes()
+
+
+def test_a_missing_member_names_the_photo(tmp_path, container_packages):
+    catalog, resolver, _, _ = container_packages
+    bad = replace(
+        catalog, photos=catalog.photos + (D.Photo(PKG_A, "rcc/zoo.rcc", D.Quality.CLEAN, member=":/nope.webp"),)
+    )
+    with pytest.raises(D.SourceError, match="fake-photos_zoo-nope"):
+        D.build_dataset(tmp_path / "out", bad, CONFIG, resolver, progress=False)
+
+
+def test_audit_looks_inside_containers(container_packages):
+    catalog, resolver, roots, _ = container_packages
+    assert D.audit_catalog(catalog, resolver, min_short_side=40) == []
+    undecided = replace(catalog, excluded=catalog.excluded[:-1])
+    assert D.audit_catalog(undecided, resolver, min_short_side=40) == [
+        f"{PKG_A}: rcc/zoo.rcc :/gcompris/src/activities/zoo/resource/cub.webp (90x60 RGB)"
+    ]
+    (roots["a"] / "themes/Other.edj").write_bytes(edj_like(jpeg_bytes(100, 70, 10)))
+    assert D.audit_catalog(catalog, resolver, min_short_side=40) == [
+        f"{PKG_A}: themes/Other.edj largest-jpeg (100x70 RGB)"
+    ]
+
+
+def test_system_resolver_reads_an_unpacked_deb(tmp_path, monkeypatch):
+    pkg = "lic-test-unpacked-photos"
+    root = tmp_path / pkg
+    write(root, "usr/share/demo/a.png", synthetic_photo(40, 30, 1))
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN/control").write_text(f"Package: {pkg}\nVersion: 1:2.0-3\nDescription: demo\n more: text\n")
+    resolver = D.SystemResolver(unpacked_root=tmp_path)
+    assert resolver.version(f"deb:{pkg}") == "1:2.0-3"
+    assert resolver.root(f"deb:{pkg}") == root
+    assert resolver.files(f"deb:{pkg}") == ["usr/share/demo/a.png"]
+    assert D.SystemResolver(unpacked_root=tmp_path / "elsewhere").version(f"deb:{pkg}") is None
+    monkeypatch.setenv(D.UNPACKED_DEBS_ENV, str(tmp_path))
+    assert D.SystemResolver().version(f"deb:{pkg}") == "1:2.0-3"
+
+
 # ---------------------------------------------------------------------------------------------- datasets
 
 
@@ -363,19 +600,22 @@ needs_packages = pytest.mark.skipif(not _installed(D.TRAINING_CATALOG), reason="
 @pytest.mark.data
 @needs_packages
 def test_real_catalog_resolves_and_every_photo_fits():
-    """Every reviewed photo exists, opens, and fits its role (header reads only: fast)."""
+    """Every reviewed photo exists, opens, and fits its role (header reads, plus cutting out embedded ones)."""
     resolver = D.SystemResolver()
     cfg = D.BuildConfig()
     val = set(D.TRAINING_CATALOG.validation_order)
     for photo in D.TRAINING_CATALOG.photos:
         path = resolver.root(photo.package) / photo.path
-        with Image.open(path) as im:
-            size = im.size
+        source = io.BytesIO(E.extract_member(path.read_bytes(), photo.member)) if photo.member else path
+        with Image.open(source) as im:
+            size, mode = im.size, im.mode
+        if photo.member:
+            assert mode == "RGB", photo.key  # not an alpha-mask JPEG or a cut-out WebP
         if photo.key in val:
             target = D.validation_size(size, cfg)
             box = D.center_box(size, target)
             assert (box[2] - box[0]) / target[0] >= cfg.min_downscale, photo.key
-        D.training_scale(size, photo.quality, cfg)  # raises if too small
+        D.training_scale(size, photo.quality, cfg, photo.min_downscale)  # raises if too small
 
 
 @pytest.mark.data
