@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -158,7 +159,7 @@ class ImageCodec:
         out = []
         for group in self._groups(len(images)):
             # (n, H, W, 3) uint8; one image is viewed, not copied (a 50 MP photo is 150 MB)
-            pixels = torch.from_numpy(
+            pixels = _view_of(
                 np.stack([images[i] for i in group]) if len(group) > 1 else np.ascontiguousarray(images[group[0]])[None]
             )
             y = torch.empty(len(group), self.model.latent_channels, *latent)
@@ -325,6 +326,14 @@ class ImageCodec:
 
     def decompress(self, data: bytes) -> np.ndarray:
         return self.decompress_batch([data])[0]
+
+
+def _view_of(array: np.ndarray) -> Tensor:
+    """A tensor sharing ``array``'s memory. Read-only arrays (Pillow's) are fine: the codec never writes to its
+    input, so torch's warning about non-writable arrays does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 @functools.lru_cache(maxsize=None)

@@ -336,7 +336,9 @@ async def _multipart_image(request: Request, body: bytes) -> bytes:
             raise BadParameter("multipart body must carry the image file in the field 'image'")
         declared = media.media_type(part.content_type)
         if declared.startswith("image/") and declared not in media.IMAGE_TYPES:
-            raise UnsupportedMediaType(f"unsupported image type {declared}; send one of {list(media.IMAGE_TYPES)}")
+            raise UnsupportedMediaType(
+                f"unsupported image type {declared}; send one of {json.dumps(list(media.IMAGE_TYPES))}"
+            )
         return await part.read()
     finally:
         await form.close()
@@ -505,7 +507,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             if declared not in media.IMAGE_TYPES and declared != media.MULTIPART:
                 raise UnsupportedMediaType(
                     f"Content-Type {declared or '(none)'} is not supported; send one of "
-                    f"{list(media.IMAGE_TYPES)} or {media.MULTIPART}"
+                    f"{json.dumps(list(media.IMAGE_TYPES))} or {media.MULTIPART}"
                 )
             body = await _read_body(request, settings.max_body_bytes, deadline, content_digest)
             data = await _multipart_image(request, body) if declared == media.MULTIPART else body

@@ -267,8 +267,10 @@ def test_oversized_chunked_body_without_length_gets_413(http, server):
 
 
 @pytest.mark.parametrize("content_type", ["image/gif", "text/plain", "application/octet-stream"])
-def test_unsupported_image_type_gets_415(http, content_type):
-    assert_error(compress(http, png(8, 8), content_type), 415, "unsupported_media_type")
+def test_unsupported_image_type_gets_415_listing_the_accepted_types_as_json(http, content_type):
+    refused = compress(http, png(8, 8), content_type)
+    assert_error(refused, 415, "unsupported_media_type")
+    assert json.dumps(list(media.IMAGE_TYPES)) in refused.json()["error"]
 
 
 def test_non_bitstream_content_type_on_decompress_gets_415(http):
