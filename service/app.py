@@ -46,6 +46,7 @@ from service.errors import (
     describe,
 )
 from service.integrity import check_content_digest, digest_header
+from service.memory import HeapTrimMiddleware
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, MetricsMiddleware, RequestContextMiddleware
@@ -396,6 +397,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
+    app.add_middleware(HeapTrimMiddleware)  # innermost: runs once the handler's arrays are released
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(AdmissionMiddleware, service=service)  # decided on arrival, before any await
     app.add_middleware(RequestContextMiddleware)  # outermost: its request id covers everything below
@@ -517,7 +519,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             _check_effort_pixels(settings, effort, width, height)
             deadline = service.admit(inst, COMPRESS, width * height, arrival, x_request_timeout, effort)
             held.enter_context(limiter.hold_pixels(client, width * height))
-            ctx = RequestContext(deadline, _watch_disconnect(request))
+            request.state.pixels = width * height
+            ctx = RequestContext(deadline, _watch_disconnect(request), width * height)
             timings = Timings()
             try:
                 image = await service.decode_image(data, ctx, timings)
@@ -580,7 +583,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             pixels = header.width * header.height
             deadline = service.admit(inst, DECOMPRESS, pixels, arrival, x_request_timeout)  # before any rANS
             held.enter_context(limiter.hold_pixels(client, pixels))
-            ctx = RequestContext(deadline, _watch_disconnect(request))
+            request.state.pixels = pixels
+            ctx = RequestContext(deadline, _watch_disconnect(request), pixels)
             timings = Timings()
             try:
                 decode = service.decompress_legacy if legacy else service.decompress

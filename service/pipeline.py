@@ -33,6 +33,7 @@ from model_store.image_io import encode_image, open_image
 from service.batching import BatchQueue
 from service.cost import CostModel
 from service.errors import ClientGone, DeadlineExceeded, DeadlineTooShort, Draining
+from service.memory import trim_after_large
 from service.metrics import ServiceMetrics
 from service.pool import Instance, ModelPool, warm_up_image
 from service.settings import ServiceSettings
@@ -55,6 +56,8 @@ class RequestContext:
 
     deadline: float
     disconnected: Optional[asyncio.Future] = None
+    #: the image's size: work on a large one gives its freed memory back when it ends (service/memory.py)
+    pixels: int = 0
     token: cancellation.CancelToken = field(init=False)
 
     def __post_init__(self) -> None:
@@ -309,9 +312,12 @@ class CodecService:
         """Latents (effort 0) or finished streams (effort > 0) of one batch; a bucket holds one effort."""
         images = [image for image, _ in jobs]
         effort = jobs[0][1]
-        if effort:
-            return list(inst.codec.compress_batch(images, effort=effort))
-        return list(inst.codec.analyse(images))
+        try:
+            if effort:
+                return list(inst.codec.compress_batch(images, effort=effort))
+            return list(inst.codec.analyse(images))
+        finally:
+            trim_after_large(sum(image.shape[0] * image.shape[1] for image in images))
 
     # -- decompress ----------------------------------------------------------------------------------------------
     async def decompress(
@@ -358,9 +364,7 @@ class CodecService:
         async with self._legacy_lock:
             image = await self._wait(
                 ctx,
-                asyncio.get_running_loop().run_in_executor(
-                    self.network, _bound_to, ctx.token, inst.codec.decompress, data
-                ),
+                asyncio.get_running_loop().run_in_executor(self.network, _bound_to, ctx, inst.codec.decompress, data),
             )
         timings.stages["inference"] = time.monotonic() - t0
         t0 = time.monotonic()
@@ -372,7 +376,10 @@ class CodecService:
 
     @staticmethod
     def _synthesise(inst: Instance, items: List[Tuple[torch.Tensor, container.StreamHeader]]) -> List[np.ndarray]:
-        return inst.codec.synthesise([y for y, _ in items], [h for _, h in items])
+        try:
+            return inst.codec.synthesise([y for y, _ in items], [h for _, h in items])
+        finally:
+            trim_after_large(sum(h.width * h.height for _, h in items))
 
     # -- waiting -------------------------------------------------------------------------------------------------
     def _observe(self, op: str, inst: Instance, timings: Timings) -> None:
@@ -381,7 +388,7 @@ class CodecService:
 
     async def _in_pool(self, ctx: RequestContext, fn, *args):
         loop = asyncio.get_running_loop()
-        return await self._wait(ctx, loop.run_in_executor(self.coding, _bound_to, ctx.token, fn, *args))
+        return await self._wait(ctx, loop.run_in_executor(self.coding, _bound_to, ctx, fn, *args))
 
     async def _wait(self, ctx: RequestContext, future: asyncio.Future):
         """The future's result, unless the deadline passes first (504) or the client leaves (then nobody asks)."""
@@ -421,10 +428,14 @@ def _set_torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def _bound_to(token: cancellation.CancelToken, fn, *args):
-    """Run ``fn`` in this (executor) thread with the request's cancellation token bound to it."""
-    with cancellation.bound(token):
-        return fn(*args)
+def _bound_to(ctx: RequestContext, fn, *args):
+    """Run ``fn`` in this (executor) thread with the request's cancellation token bound to it; after work on a
+    large image (finished, failed or stopped), hand its freed memory back."""
+    try:
+        with cancellation.bound(ctx.token):
+            return fn(*args)
+    finally:
+        trim_after_large(ctx.pixels)
 
 
 def _bind(fn, inst: Instance):

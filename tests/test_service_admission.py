@@ -161,8 +161,10 @@ def default_model_server():
 @pytest.mark.parametrize("how", ["deadline", "disconnect"])
 def test_an_abandoned_request_stops_its_work_and_the_server_goes_idle(default_model_server, how):
     """After a 504 (X-Request-Timeout: 1) or a client that hangs up after 1 s, the 4000x4000 upload's work stops
-    at its next tile, layer or wavefront step: the server answers within 1.5 s and uses no CPU 2 s later."""
+    at its next tile, layer or wavefront step: the server answers within 1.5 s, uses no CPU 2 s later, and its
+    memory is back at the idle level (service/memory.py hands the freed heap back)."""
     server = default_model_server
+    idle_kib = server.memory_kib("VmRSS")
     headers = {"Content-Type": "image/png"}
     if how == "deadline":
         headers["X-Request-Timeout"] = "1"
@@ -186,4 +188,6 @@ def test_an_abandoned_request_stops_its_work_and_the_server_goes_idle(default_mo
     time.sleep(1.0)
     busy = _cpu_seconds(server.proc.pid) - cpu_before
     assert busy < 0.15, f"the server used {busy:.2f} CPU-seconds in the second after it went idle"
+    grown = (server.memory_kib("VmRSS") - idle_kib) / 1024
+    assert grown < 100, f"resident memory stayed {grown:.0f} MiB above idle (it peaked ~1 GiB higher)"
     assert httpx.get(server.url + "/health/ready").status_code == 200
