@@ -11,18 +11,22 @@ How, and why the result matches the untiled transform::
         tile 3                                [halo|=== keep ===]
 
 The grid lives in *latent* units (``core`` latent rows/columns kept per tile, ``halo`` more of context on each side
-that is computed and thrown away). In pixels every tile starts at a multiple of ``core · stride`` minus
-``halo · stride``, and the grid's step is chosen as a multiple of the model's ``pad_multiple``, so each tile is cut
-exactly on the window grid of every Swin stage: a window sees the same pixels in the tile as in the whole image,
-and only windows within reach of the tile's own border (shifted-window masks, zero padding of convolutions) see
-different context. Those lie in the halo, which is discarded. The receptive field of these transforms is wider
-than any halo, but its far part carries little weight; ``tests/test_tiling.py`` measures what is left (a few
-latents off by one quantisation step, decoded PSNR within 0.05 dB).
+that is computed and thrown away). Every tile border is a multiple of ``pad_multiple / stride`` latents, so each
+tile is cut exactly on the window grid of every Swin stage: a window sees the same pixels in the tile as in the
+whole image, and only positions within reach of the tile's own border (shifted-window masks, zero padding of
+convolutions) see different context. Those lie in the halo, which is discarded. The halo of 8 latents (128 px)
+covers the receptive field of every shipped transform (changing pixels 128 px away moves no latent), so the
+tiled latents equal the whole-image ones up to float rounding, and the streams are the same
+(``tests/test_tiling.py``, every shipped model).
+
+Memory: the caller reads each tile from the uint8 image and writes each kept piece into the uint8 output
+(:func:`apply_tiled` takes a reader and a writer), so only tiles are ever in float. Time: tiles along an axis are
+cut to equal sizes (:func:`balanced_core`) and run side by side on worker threads.
 
 Determinism: the grid is a function of the image size only (never of memory, threads or batch), so an encoder
-and a decoder anywhere cut the same tiles, and every tile of ``synthesis`` runs with one intra-op thread
-(:func:`fixed_threads`), which makes decoded pixels independent of the thread count (oneDNN's kernels split their
-sums by the number of threads, which moved decoded pixels by one level between 1 and 2 threads).
+and a decoder anywhere cut the same tiles, and every tile runs with one intra-op thread (:func:`fixed_threads`),
+which makes decoded pixels independent of the thread count (oneDNN's kernels split their sums by the number of
+threads, which moved erstc-small's decoded pixels by one level between 1 and 2 threads).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class TileGrid:
     receptive field of every shipped transform, so tiles reproduce the untiled latents exactly (float rounding
     aside; tests/test_tiling.py). Small tiles split a photo across threads but recompute more halo; images whose
     latent has a side above ``large_from`` use ``large_core`` (recomputed area 2.1x -> 1.4x for a 12 MP photo).
-    Defaults: 512 px tiles up to ~1.5 MP, 1024 px above; a 1024 px tile with its halo peaks at a few hundred MB.
+    Defaults: 512 px tiles up to ~1.5 MP, 1024 px above; a 1024 px tile with its halo peaks at ~0.4 GB in
+    erstc-small's transforms (benchmarks/results/large_images.md).
     """
 
     core: int = 32
