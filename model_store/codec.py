@@ -48,9 +48,14 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
 
 
-def image_to_tensor(image: np.ndarray) -> Tensor:
+def check_rgb_array(image: np.ndarray) -> None:
+    """Refuse anything but the HxWx3 uint8 RGB arrays the codec works on."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageInputError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} {image.shape}")
+
+
+def image_to_tensor(image: np.ndarray) -> Tensor:
+    check_rgb_array(image)
     return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -152,7 +157,7 @@ class ImageCodec:
         h, w = images[0].shape[:2]
         check_dimensions(w, h, self.limits)
         for image in images:
-            image_to_tensor(image[:1, :1])  # the dtype/shape check, before any work
+            check_rgb_array(image)
         pad_bottom, pad_right = pad_amounts(h, w, self.pad_multiple)
         stride = self.model.latent_stride
         latent = ((h + pad_bottom) // stride, (w + pad_right) // stride)
