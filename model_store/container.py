@@ -5,7 +5,7 @@ Format version 1 (all integers little-endian)::
     offset  size  field
     0       4     magic                 b"LICx"  (Learned Image Codec stream)
     4       1     format version        1
-    5       1     flags                 0 (reserved; a decoder rejects unknown bits)
+    5       1     flags                 bit 0: banded hyper synthesis (see below); a decoder rejects unknown bits
     6       2     header length         bytes from offset 0 up to and including the header CRC
     8       1     model-id length L     1..64
     9       L     model id              ASCII, e.g. "tic_plus-small"
@@ -45,6 +45,12 @@ The 32-byte digest of version 1 and the fixed-width integers were 39 of its 97 h
 deployment will ever install (a chance collision between two files is ~2^-64 per pair, and the registry refuses an
 ambiguous prefix rather than guess); the model id and quality are checked next to it.
 
+Flags (both versions). Bit 0, ``FLAG_BANDED_HYPER``: the y payload was coded with the hyper synthesis computed band
+by band (:mod:`model_store.entropy.hyper_bands`), which bounds the entropy path's memory on large photos. Encoders set
+it only when the hyper-latent spans more than one band (for smaller images both ways compute the same numbers, and
+leaving the bit clear keeps those streams readable by decoders that predate it); a decoder that does not know the
+bit refuses the stream instead of decoding it with different coder inputs.
+
 Why this layout: a decoder can reject a stream (wrong magic, newer version, damaged header, unknown model, other
 weights, too many pixels, inconsistent shapes) from the header alone, before it allocates a tensor or runs a
 network. The weights digest makes a stream from other weights a clear error instead of a garbage image, and the
@@ -57,6 +63,7 @@ field means a new version, never a reinterpretation of an old one. Encoders can 
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass
@@ -69,6 +76,8 @@ FORMAT_VERSION = 2  # what encoders write unless told otherwise
 DIGEST_SIZE = 32  # a full sha256 (version 1 stores it whole)
 DIGEST_PREFIX_SIZE = 8  # what version 2 stores
 MAX_MODEL_ID = 64
+FLAG_BANDED_HYPER = 0x01
+KNOWN_FLAGS = FLAG_BANDED_HYPER
 _FIXED_PREFIX = struct.Struct("<4sBBH")  # magic, version, flags, header length
 #: the smallest header each version can have (1-byte model id, every varint one byte)
 _MIN_HEADER = {
@@ -97,6 +106,11 @@ class StreamHeader:
     coder_crc: int
     payload_crc: int
     version: int = FORMAT_VERSION
+    flags: int = 0
+
+    @property
+    def banded_hyper(self) -> bool:
+        return bool(self.flags & FLAG_BANDED_HYPER)
 
     @property
     def padded_size(self) -> Tuple[int, int]:
@@ -156,6 +170,8 @@ def pack(header: StreamHeader, payloads: List[bytes], version: int = FORMAT_VERS
     if len(header.latent_shapes) != len(payloads):
         raise ValueError("one latent shape per payload")
     _check_ranges(header, payloads)
+    if header.flags & ~KNOWN_FLAGS:
+        raise ValueError(f"unknown header flags 0x{header.flags:02x}")
     body = bytearray()
     if version == 1:
         body += struct.pack("<B", len(model)) + model + digest
@@ -177,7 +193,7 @@ def pack(header: StreamHeader, payloads: List[bytes], version: int = FORMAT_VERS
     payload_bytes = b"".join(payloads)
     body += struct.pack("<II", header.coder_crc & 0xFFFFFFFF, zlib.crc32(payload_bytes))
     header_len = _FIXED_PREFIX.size + len(body) + 4
-    head = _FIXED_PREFIX.pack(MAGIC, version, 0, header_len) + bytes(body)
+    head = _FIXED_PREFIX.pack(MAGIC, version, header.flags, header_len) + bytes(body)
     return head + struct.pack("<I", zlib.crc32(head)) + payload_bytes
 
 
@@ -295,8 +311,8 @@ def parse_header(data: bytes) -> StreamHeader:
         raise UnsupportedVersionError(
             f"format version {version} is not supported (this decoder reads {list(READABLE_VERSIONS)})"
         )
-    if flags != 0:
-        raise BitstreamError(f"unknown header flags 0x{flags:02x}")
+    if flags & ~KNOWN_FLAGS:
+        raise BitstreamError(f"unknown header flags 0x{flags:02x} (this decoder knows 0x{KNOWN_FLAGS:02x})")
     if not _MIN_HEADER[version] <= header_len <= MAX_HEADER:
         raise BitstreamError(f"header length {header_len} out of range")
     if len(data) < header_len:
@@ -304,7 +320,7 @@ def parse_header(data: bytes) -> StreamHeader:
     (stored_crc,) = struct.unpack_from("<I", data, header_len - 4)
     if zlib.crc32(data[: header_len - 4]) != stored_crc:
         raise BitstreamError("header CRC mismatch: the header is damaged")
-    return _parse(data, header_len, version)
+    return dataclasses.replace(_parse(data, header_len, version), flags=flags)
 
 
 def header_length(data: bytes) -> int:

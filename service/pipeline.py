@@ -29,11 +29,11 @@ import torch
 
 from model_store import cancellation, container
 from model_store.codec import ImageCodec, bits_per_pixel
+from model_store.heap import trim_after_large
 from model_store.image_io import encode_image, open_image
 from service.batching import BatchQueue
 from service.cost import CostModel
 from service.errors import ClientGone, DeadlineExceeded, DeadlineTooShort, Draining
-from service.memory import trim_after_large
 from service.metrics import ServiceMetrics
 from service.pool import Instance, ModelPool, warm_up_image
 from service.settings import ServiceSettings
@@ -56,7 +56,7 @@ class RequestContext:
 
     deadline: float
     disconnected: Optional[asyncio.Future] = None
-    #: the image's size: work on a large one gives its freed memory back when it ends (service/memory.py)
+    #: the image's size: work on a large one gives its freed memory back when it ends (model_store/heap.py)
     pixels: int = 0
     token: cancellation.CancelToken = field(init=False)
 

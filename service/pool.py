@@ -113,6 +113,7 @@ class ModelPool:
                     limits=self.limits,
                     batch_invariant=self.settings.batch_invariant,
                     format_version=self.settings.stream_format_version,
+                    banded_hyper=self.settings.banded_hyper,
                     tile_workers=self.tile_workers,
                 )
                 image = warm_up_image(codec.pad_multiple)

@@ -175,6 +175,12 @@ class ServiceSettings(BaseSettings):
         description="container version /compress writes; pin the older one while a rollout still has decoders that "
         "only read it (every decoder reads every older version)",
     )
+    banded_hyper: bool = Field(
+        default=True,
+        description="code images whose hyper-latent spans several bands (above ~768x768 px) with the banded "
+        "hyperprior (stream flag bit 0): bounded memory on large photos; false while a rollout still has decoders "
+        "that predate the flag (they refuse such streams)",
+    )
     batch_invariant: bool = Field(
         default=True,
         description="run the network one image at a time inside a batch so batched requests get byte-identical "

@@ -76,7 +76,8 @@ class TinyHyperprior(LearnedImageCodec):
         out = self.slice_net(torch.cat([hyper, first_half], dim=1))
         return out[:, :half].abs(), out[:, half:]
 
-    def code_latent(self, y, z_hat, coder, y_shape):
+    def code_latent(self, y, z_hat, coder, y_shape, banded=False):
+        assert not banded
         hyper = self.h_s(z_hat)
         half = self.latent_channels // 2
         scales, means = self._params(hyper, None)

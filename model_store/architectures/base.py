@@ -32,6 +32,7 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.base import CompressionModel, get_scale_table
 from torch import Tensor
 
+from model_store.entropy import hyper_bands
 from model_store.entropy.coding import (
     CANONICAL_DTYPE,
     GaussianSymbolCoder,
@@ -39,6 +40,7 @@ from model_store.entropy.coding import (
     GaussianSymbolEncoder,
     check_codable,
 )
+from model_store.tiling import apply_tiled, tiles
 
 Shape = Tuple[int, int, int]
 
@@ -52,6 +54,7 @@ class LatentPayload:
     z_shape: Shape  # (C, H, W) of the hyper-latent
     y_shape: Shape  # (C, H, W) of the latent
     index_crc: int  # CRC32 of every scale index in coding order (see entropy.coding)
+    banded_hyper: bool = False  # the hyperprior was computed in bands (container.FLAG_BANDED_HYPER)
 
 
 class LearnedImageCodec(CompressionModel):
@@ -112,38 +115,75 @@ class LearnedImageCodec(CompressionModel):
         raise NotImplementedError
 
     # -- the architecture's entropy schedule ---------------------------------------------------------------------
-    def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
+    def code_latent(
+        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, banded: bool = False
+    ) -> Tensor:
         """Run the entropy-parameter schedule for one image and return ``y_hat`` of shape ``(1, *y_shape)``.
 
-        ``y`` is the latent on the encoder side and ``None`` on the decoder side; every group of values must go
-        through ``coder.code(scales, means, y_group)`` in the same order on both sides.
+        ``y`` is the latent on the encoder side (any float dtype; the schedule reads it in the canonical one) and
+        ``None`` on the decoder side; every group of values must go through ``coder.code(scales, means, y_group)``
+        in the same order on both sides. ``banded``: the hyperprior in bands (``container.FLAG_BANDED_HYPER``),
+        only for architectures whose :meth:`hyper_bands_needed` can say yes.
         """
         raise NotImplementedError
 
-    # -- real bitstreams (called on the canonical CPU float64 copy, one image at a time) -------------------------
-    def compress_latent(self, y: Tensor) -> LatentPayload:
-        """Entropy-code one image's latent ``y`` of shape ``(1, C, H, W)``."""
-        return self.compress_latent_and_reconstruct(y)[0]
+    def hyper_bands_needed(self, z_height: int, z_width: int) -> bool:
+        """Whether this hyper-latent size is coded in the banded layout (:mod:`model_store.entropy.hyper_bands`);
+        architectures without it code every size whole, so a stream flagged banded is not theirs."""
+        return False
 
-    def compress_latent_and_reconstruct(self, y: Tensor) -> Tuple[LatentPayload, Tensor]:
+    def hyper_analysis_tiled(self, y: Tensor) -> Tensor:
+        """h_a over tiles of the latent, in the canonical dtype, for the encoder.
+
+        Why tiles: on the whole map h_a's float64 intermediates grow with the photo (~1.6 GB at 50 MP). Why they
+        may differ from the whole map in the last bits: only the encoder runs h_a, and the decoder reads ẑ from the
+        stream, so its rounding never has to be reproduced. Tiles sit on h_a's window grid with
+        ``hyper_bands.HYPER_ANALYSIS_GRID.halo`` hyper-latents of context, so z matches the whole map to rounding; a latent
+        that fits one tile is computed whole, exactly as before.
+        """
+        per_z = self.hyper_stride // self.latent_stride
+        z_size = (y.shape[-2] // per_z, y.shape[-1] // per_z)
+        grid = hyper_bands.hyper_grid(self, hyper_bands.HYPER_ANALYSIS_GRID)
+        if len(tiles(*z_size, grid)) == 1:
+            return self.hyper_analysis(y.to(CANONICAL_DTYPE))
+        z = torch.empty(y.shape[0], self.hyper_channels, *z_size, dtype=CANONICAL_DTYPE)
+
+        def read(rows: slice, cols: slice) -> Tensor:
+            return y[..., rows, cols].to(CANONICAL_DTYPE)
+
+        def write(rows: slice, cols: slice, piece: Tensor) -> None:
+            z[..., rows, cols] = piece
+
+        apply_tiled(self.hyper_analysis, read, write, z_size, grid, per_z, 1, torch.get_num_threads())
+        return z
+
+    # -- real bitstreams (called on the canonical CPU float64 copy, one image at a time) -------------------------
+    def compress_latent(self, y: Tensor, allow_banded: bool = True) -> LatentPayload:
+        """Entropy-code one image's latent ``y`` of shape ``(1, C, H, W)``; ``allow_banded=False`` keeps large
+        images in the whole-map layout that decoders predating ``FLAG_BANDED_HYPER`` read (at its memory cost)."""
+        return self.compress_latent_and_reconstruct(y, allow_banded)[0]
+
+    def compress_latent_and_reconstruct(self, y: Tensor, allow_banded: bool = True) -> Tuple[LatentPayload, Tensor]:
         """``compress_latent`` plus the ``y_hat`` every decoder of the payload will reconstruct (the coding loop
         gives both sides the same values, so the encoder knows it without decoding; training validates on it)."""
         if y.dim() != 4 or y.size(0) != 1:
             raise ValueError(f"compress_latent codes one image at a time, got shape {tuple(y.shape)}")
-        y = y.to(CANONICAL_DTYPE)
-        z = self.hyper_analysis(y)
+        z = self.hyper_analysis_tiled(y)
         check_codable(z, "the hyper-latent z")  # y itself is checked, centred, by the symbol encoder
         z_string = self.entropy_bottleneck.compress(z)[0]
         z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
+        del z
         encoder = GaussianSymbolEncoder(self.gaussian_conditional)
         y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
-        y_hat = self.code_latent(y, z_hat, encoder, y_shape)
+        banded = allow_banded and self.hyper_bands_needed(*z_hat.shape[-2:])
+        y_hat = self.code_latent(y, z_hat, encoder, y_shape, banded=banded)
         payload = LatentPayload(
             z_string=z_string,
             y_string=encoder.finish(),
-            z_shape=tuple(z.shape[1:]),  # type: ignore[arg-type]
+            z_shape=tuple(z_hat.shape[1:]),  # type: ignore[arg-type]
             y_shape=y_shape,
             index_crc=encoder.index_crc,
+            banded_hyper=banded,
         )
         return payload, y_hat
 
@@ -152,7 +192,9 @@ class LearnedImageCodec(CompressionModel):
         z_string = guard_padded(payload.z_string, payload.z_shape)
         z_hat = self.entropy_bottleneck.decompress([z_string], payload.z_shape[1:])
         decoder = GaussianSymbolDecoder(self.gaussian_conditional, guard_padded(payload.y_string, payload.y_shape))
-        y_hat = self.code_latent(None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape)
+        if payload.banded_hyper and not self.hyper_bands_needed(*payload.z_shape[1:]):
+            raise ValueError("the stream is flagged banded-hyper, which this model does not use at this size")
+        y_hat = self.code_latent(None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape, banded=payload.banded_hyper)
         decoder.verify(payload.index_crc)
         return y_hat
 

@@ -318,8 +318,12 @@ class ChannelConditionalCodec(LearnedImageCodec):
         return torch.cat(decoded, dim=1), likelihoods_dict(torch.cat(likelihoods, dim=1), z_likelihoods)
 
     # -- real coding --------------------------------------------------------------------------------------------------
-    def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
+    def code_latent(
+        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, banded: bool = False
+    ) -> Tensor:
         """Code the slices in order 0 .. S-1, each over its full spatial extent at once (see module docstring)."""
+        if banded:
+            raise ValueError("this architecture has no banded hyper layout")
         _, h, w = y_shape
         latent_means, latent_scales = self._hyper_params(z_hat, h, w)
         y_slices = y.to(z_hat.dtype).chunk(self.num_slices, dim=1) if y is not None else (None,) * self.num_slices

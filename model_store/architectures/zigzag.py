@@ -374,8 +374,12 @@ class ZigzagCodec(LearnedImageCodec):
             decoded.append(y_hat + 0.5 * torch.tanh(lrp))
         return decoded
 
-    def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
+    def code_latent(
+        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, banded: bool = False
+    ) -> Tensor:
         """Code the chunks in zigzag order; ``coder.code(scales, means, y_chunk)`` once per chunk."""
+        if banded:
+            raise ValueError("this architecture has no banded hyper layout")
         c, h, w = y_shape
         self.layout.check(c, h, w)
         y_chunks = None if y is None else self.layout.split(y.to(z_hat.dtype))

@@ -23,10 +23,12 @@ from model_store.entropy.coding import (
     GaussianSymbolDecoder,
     GaussianSymbolEncoder,
 )
+from model_store.entropy.hyper_bands import HyperTerm, band_grid, needs_bands
 from model_store.layers.cam import (
     CausalContext,
     batch_invariant_linear,
     batch_invariant_rowwise,
+    live_rows,
     raster_schedule,
     wavefront_schedule,
 )
@@ -80,34 +82,59 @@ class CausalContextCoding:
         y_hat = quantize_ste(y - means) + means if mixed else context_input
         return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
-    def code_latent(self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape) -> Tensor:
+    def code_latent(
+        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, banded: bool = False
+    ) -> Tensor:
         """Code ŷ one wavefront (all positions with equal ``3i + j``) at a time: ``3H + W - 3`` coder calls."""
-        return self.code_latent_in_order(y, z_hat, coder, y_shape, wavefront_schedule)
+        return self.code_latent_in_order(y, z_hat, coder, y_shape, wavefront_schedule, banded=banded)
+
+    def hyper_bands_needed(self, z_height: int, z_width: int) -> bool:
+        """Whether a hyper-latent of this size codes differently in the banded layout (:mod:`..hyper_bands`)."""
+        return needs_bands(self, z_height, z_width)
 
     @torch.no_grad()
     def code_latent_in_order(
-        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, schedule: Schedule
+        self,
+        y: Optional[Tensor],
+        z_hat: Tensor,
+        coder: GaussianSymbolCoder,
+        y_shape: Shape,
+        schedule: Schedule,
+        banded: bool = False,
     ) -> Tensor:
         """The autoregressive loop for any causal ``schedule(h, w)`` (a list of flat-position groups).
 
         Each group's positions must have all their causal neighbours in earlier groups. Symbols go to the coder
         group by group, position-major then channel, so encoder and decoder must use the same schedule.
+        Memory is bounded by the rows a step can reach, not by the image: the hyperprior comes in bands
+        (``banded``, :mod:`model_store.entropy.hyper_bands`), the CAM's features live in a ring of rows
+        (:class:`~model_store.layers.cam.CausalContext`), ``y`` is read a step at a time in its own dtype and
+        the reconstruction is written channel-major, so nothing of the whole latent is copied.
         """
         c, h, w = y_shape
         dtype = z_hat.dtype
-        hyper = self.h_s(z_hat)
-        if tuple(hyper.shape[1:]) != (2 * c, h, w):
-            raise ValueError(f"hyper synthesis gives {tuple(hyper.shape[1:])}, latent is {y_shape}")
-        params = PositionParams(self, hyper[0].flatten(1).t())
-        y_rows = None if y is None else y[0].to(dtype).flatten(1).t().contiguous()  # (H*W, M), raster order
-        y_hat_rows = torch.zeros(h * w, c, dtype=dtype)
-        context = CausalContext(self.context_prediction, h, w, dtype)
-        for positions in schedule(h, w):
+        steps = schedule(h, w)
+        hyper = HyperTerm(self.h_s, hyper_weight(self), z_hat, y_shape, band_grid(self) if banded else None)
+        params = PositionParams(self, hyper)
+        y_cols = None if y is None else y[0].flatten(1)  # (M, H*W) view, raster order
+        y_hat = torch.zeros(c, h * w, dtype=dtype)
+        context = CausalContext(
+            self.context_prediction, h, w, dtype, live_rows(steps, w, self.context_prediction.block_len)
+        )
+        for positions in steps:
             scales, means = params(positions, context.context(positions, project=False))
-            part = coder.code(scales, means, None if y_rows is None else y_rows.index_select(0, positions))
+            exact = None if y_cols is None else y_cols.index_select(1, positions).t().to(dtype)
+            part = coder.code(scales, means, exact)
             context.write(positions, part)
-            y_hat_rows.index_copy_(0, positions, part)
-        return y_hat_rows.t().reshape(1, c, h, w)
+            y_hat.index_copy_(1, positions, part.t())
+            hyper.release_above(int(positions.min()) // w)
+        return y_hat.reshape(1, c, h, w)
+
+
+def hyper_weight(model) -> Tensor:
+    """The hyperprior (ψ) half of the first entropy-parameter conv, ``(E1, 2M)``."""
+    weight = model.entropy_parameters[0].weight.flatten(1)
+    return weight[:, : weight.shape[1] - model.context_prediction.proj.out_features]
 
 
 class PositionParams:
@@ -115,28 +142,28 @@ class PositionParams:
 
     Two exact algebraic rewrites save per-step work (results equal the training path's to float rounding):
 
-    * the first conv sees ``concat(ψ, φ)``; its ``ψ`` (hyperprior) half is applied once to the whole map up front
-      (one GEMM over all H·W rows, the same call whatever the schedule), leaving only the context half per step;
+    * the first conv sees ``concat(ψ, φ)``; its ``ψ`` (hyperprior) half is applied up front to whole rows
+      (:class:`~model_store.entropy.hyper_bands.HyperTerm`: one GEMM per map or per band, whatever the schedule),
+      leaving only the context half per step;
     * the CAM's output Linear ``φ = P s + b`` is folded into that context half: ``W_φ (P s + b) = (W_φ P) s + W_φ b``.
 
     The per-step products are :func:`~model_store.layers.cam.batch_invariant_linear`, so a position's (σ, μ) do not
     depend on which other positions share its step.
     """
 
-    def __init__(self, model, hyper_rows: Tensor):
+    def __init__(self, model, hyper: HyperTerm):
         first = model.entropy_parameters[0]
         proj = model.context_prediction.proj
         weight = first.weight.flatten(1)
-        split = hyper_rows.shape[1]
-        w_hyper, w_context = weight[:, :split], weight[:, split:]
-        self.hyper_term = hyper_rows @ w_hyper.t()  # (H*W, E1)
+        w_context = weight[:, weight.shape[1] - proj.out_features :]
+        self.hyper = hyper
         self.weight = w_context @ proj.weight  # (E1, M): context half composed with the CAM projection
         self.bias = w_context @ proj.bias + first.bias
         self.rest = list(model.entropy_parameters)[1:]
 
     def __call__(self, positions: Tensor, summary: Tensor) -> Tuple[Tensor, Tensor]:
         """(scales, means), each ``(P, M)``, from the CAM summaries ``(P, M)`` (before its projection)."""
-        h = self.hyper_term.index_select(0, positions) + batch_invariant_linear(summary, self.weight, self.bias)
+        h = self.hyper.rows(positions) + batch_invariant_linear(summary, self.weight, self.bias)
         for layer in self.rest:
             if isinstance(layer, nn.Conv2d):
                 h = batch_invariant_linear(h, layer.weight.flatten(1), layer.bias)

@@ -97,15 +97,19 @@ class GaussianSymbolCoder(Protocol):
 class GaussianSymbolEncoder:
     """Collects groups in coding order and flushes them as one rANS string.
 
-    Symbols and indexes are buffered in Python lists and handed to the rANS coder in a single call at
-    :meth:`finish`: the coder converts the CDF tables on every call, which for a 141-step wavefront cost more
-    than the coding itself.
+    Symbols and indexes are buffered in Python lists and handed to the rANS coder in batches of at least
+    ``batch_symbols``: the coder converts the CDF tables on every call, which for a 141-step wavefront cost more
+    than the coding itself, while one call for a whole 50 MP photo kept ~19 M list entries (300 MB) alive. The
+    coder buffers what it is given (6 bytes a symbol) and encodes everything at :meth:`finish`, so the string is
+    the same however the calls are cut.
     """
 
     is_encoder = True
 
-    def __init__(self, gaussian: GaussianConditional):
+    def __init__(self, gaussian: GaussianConditional, batch_symbols: int = 1 << 20):
         self._tables = _CdfTables(gaussian)
+        self._rans = BufferedRansEncoder()
+        self._batch_symbols = batch_symbols
         self._symbols: List[int] = []
         self._indexes: List[int] = []
         self.index_crc = 0
@@ -123,15 +127,21 @@ class GaussianSymbolEncoder:
         self._indexes.extend(indexes.reshape(-1).tolist())
         self.index_crc = _crc_indexes(self.index_crc, indexes)
         self.symbol_count += symbols.numel()
+        if len(self._symbols) >= self._batch_symbols:
+            self._hand_over()
         y_hat = symbols.to(scales.dtype)
         return y_hat if means is None else y_hat + means
 
+    def _hand_over(self) -> None:
+        if not self._symbols:
+            return
+        t = self._tables
+        self._rans.encode_with_indexes(self._symbols, self._indexes, t.cdf, t.cdf_length, t.offset)
+        self._symbols, self._indexes = [], []
+
     def finish(self) -> bytes:
-        encoder = BufferedRansEncoder()
-        encoder.encode_with_indexes(
-            self._symbols, self._indexes, self._tables.cdf, self._tables.cdf_length, self._tables.offset
-        )
-        return encoder.flush()
+        self._hand_over()
+        return self._rans.flush()
 
 
 class GaussianSymbolDecoder:

@@ -58,7 +58,7 @@ already. The training forward uses ordinary (fast) GEMMs and GELU; it matches to
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,7 @@ __all__ = [
     "batch_invariant_linear",
     "batch_invariant_rowwise",
     "causal_offsets",
+    "live_rows",
     "raster_schedule",
     "wavefront_schedule",
     "wavefront_slope",
@@ -280,31 +281,58 @@ class CausalAttentionModule(nn.Module):
 
 
 class CausalContext:
-    """One image's decoding state for the CAM: the padded ``[x, q, k, v]`` map of what has been decoded so far.
+    """One image's decoding state for the CAM: the padded ``[x, q, k, v]`` rows of what has been decoded so far.
 
     ``context(positions)`` evaluates the CAM at a set of positions whose causal neighbours are all decoded (one
     wavefront); ``write(positions, y_hat)`` stores the just-decoded values. Everything here is batch-invariant,
     so the result at a position does not depend on which other positions share the step.
+
+    Memory: ``[x, q, k, v]`` is 4·M float64 per position (3 KB for erstc-small, 600 MB for a 50 MP photo), but a
+    wavefront only ever reads the two rows above the rows it is decoding. So latent rows live in a ring of
+    ``live_rows`` rows (:func:`live_rows` of the schedule; all ``h`` rows when not given) under ``p`` rows of
+    padding: latent row ``r`` sits in ring row ``r mod live_rows``, written when it is decoded, overwritten only
+    once no later step can read it. Same values read, same results: only where they are stored changes.
     """
 
-    def __init__(self, cam: CausalAttentionModule, h: int, w: int, dtype: torch.dtype):
+    def __init__(self, cam: CausalAttentionModule, h: int, w: int, dtype: torch.dtype, live_rows: Optional[int] = None):
         self.cam = cam
         self.h, self.w = h, w
+        self.ring = h if live_rows is None else max(1, min(h, live_rows))
         p = cam.block_len // 2
         self.padding = cam.padding_features(batch_invariant=True).to(dtype)
-        self.features = self.padding.expand((h + p) * (w + 2 * p), -1).clone()
-        self.neighbours = cam.neighbour_index(h, w).to(self.features.device)
-        i = torch.arange(h).repeat_interleave(w)
-        j = torch.arange(w).repeat(h)
-        self.slot = ((i + p) * (w + 2 * p) + j + p).to(self.features.device)  # flat position -> padded row
+        self.features = self.padding.expand((self.ring + p) * (w + 2 * p), -1).clone()
+        offsets = torch.tensor(cam.offsets)
+        self.d_row, self.d_col = offsets[:, 0], offsets[:, 1]
+
+    def _slots(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Flat index into ``features`` of latent ``(rows, cols)``; rows above the image and columns beside it
+        are padding (never written), rows ``>= 0`` live in the ring."""
+        p = self.cam.block_len // 2
+        ring_rows = torch.where(rows < 0, rows + p, p + torch.remainder(rows, self.ring))
+        return ring_rows * (self.w + 2 * p) + cols + p
 
     def context(self, positions: Tensor, project: bool = True) -> Tensor:
         """``(P, out_dim)`` context parameters at flat positions ``positions`` (only their 12·P rows are read);
         ``project=False``: the ``(P, dim)`` summary before ``proj`` (see :meth:`CausalAttentionModule.attend`)."""
-        rows = self.features.index_select(0, self.neighbours.index_select(0, positions).reshape(-1))
+        i, j = (positions // self.w).unsqueeze(1), (positions % self.w).unsqueeze(1)
+        neighbours = self._slots(i + self.d_row, j + self.d_col)
+        rows = self.features.index_select(0, neighbours.reshape(-1))
         causal = rows.reshape(positions.numel(), self.cam.num_causal, -1)
         return self.cam.attend(causal, batch_invariant=True, padding=self.padding, project=project)
 
     def write(self, positions: Tensor, y_hat: Tensor) -> None:
         """Store decoded latent vectors ``(P, dim)`` at flat ``positions``."""
-        self.features.index_copy_(0, self.slot.index_select(0, positions), self.cam.token_features(y_hat, True))
+        slots = self._slots(positions // self.w, positions % self.w)
+        self.features.index_copy_(0, slots, self.cam.token_features(y_hat, True))
+
+
+def live_rows(schedule: Sequence[Tensor], w: int, block_len: int = 5) -> int:
+    """Ring size :class:`CausalContext` needs for ``schedule``: a row written at step ``t`` may only replace one
+    that no step from ``t`` on still reads (reads reach ``block_len // 2`` rows above a step's lowest row)."""
+    if not schedule:
+        return 1
+    lows = torch.stack([s.min() for s in schedule]) // w
+    highs = torch.stack([s.max() for s in schedule]) // w
+    written_so_far = torch.cummax(highs, 0).values
+    read_from_now = torch.flip(torch.cummin(torch.flip(lows, [0]), 0).values, [0])
+    return int((written_so_far - read_from_now).max()) + block_len // 2 + 1
