@@ -177,7 +177,7 @@ class ServiceSettings(BaseSettings):
     )
     banded_hyper: bool = Field(
         default=True,
-        description="code images whose hyper-latent spans several bands (above ~768x768 px) with the banded "
+        description="code images with a side above 2560 px (a hyper-latent wider or taller than one band) with the banded "
         "hyperprior (stream flag bit 0): bounded memory on large photos; false while a rollout still has decoders "
         "that predate the flag (they refuse such streams)",
     )

@@ -34,10 +34,11 @@ from model_store.tiling import Span, TileGrid, balanced_core, spans
 #: Hyper-latent units (64 px) every tile border falls on: 256 px, a multiple of the window grid of every h_a / h_s
 #: stage here (window 4 or 8 at stride 32, 4 at stride 16). Cut off this grid, TIC's ψ moved by up to 2.3.
 HYPER_TILE_MULTIPLE = 4
-#: The banded layout's tiles: 24 hyper-latents (1536 px) kept, 8 of context each side (4 were too few for
-#: TIC+'s h_s: ψ moved by 2e-5; from 6 on it equals the whole map's). Part of the banded layout's definition:
-#: changing it changes the coder inputs of banded streams, so it would need a new flag.
-HYPER_BAND_GRID = TileGrid(core=24, halo=8, large_core=24, large_from=0, multiple=HYPER_TILE_MULTIPLE)
+#: The banded layout's tiles: 32 hyper-latents (2048 px) kept, 8 of context each side (4 were too few for
+#: TIC+'s h_s: ψ moved by 2e-5; from 6 on it equals the whole map's). Measured at 12 MP: the bands' h_s costs 1.3x
+#: the whole map's (24 kept: 1.7x). Part of the banded layout's definition: changing it changes the coder inputs
+#: of banded streams, so it would need a new flag.
+HYPER_BAND_GRID = TileGrid(core=32, halo=8, large_core=32, large_from=0, multiple=HYPER_TILE_MULTIPLE)
 #: h_a's tiles (encoder only, so free to change): the same geometry.
 HYPER_ANALYSIS_GRID = HYPER_BAND_GRID
 
