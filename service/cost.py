@@ -79,3 +79,8 @@ class CostModel:
 
     def price(self, key: Hashable) -> Optional[Price]:
         return self.prices.get(key)
+
+    def snapshot(self) -> Dict[Hashable, Price]:
+        """A consistent copy of every price (for metrics, read from another thread)."""
+        with self._lock:
+            return {key: Price(p.overhead_s, p.per_megapixel_s) for key, p in self.prices.items()}

@@ -22,6 +22,8 @@ lic_rejections_total                          counter      reason           (the
 lic_legacy_decodes_total                      counter      model, quality, version   (streams of older weights)
 lic_instances_loaded / lic_instances_ready    gauge        -
 lic_device_memory_{allocated,reserved,total}_bytes, lic_device_utilization_ratio   gauge   device (GPU only)
+lic_cost_seconds_per_megapixel                gauge        model, op, effort   (admission's price, service/cost.py)
+lic_cost_overhead_seconds                     gauge        model, op, effort
 ============================================  ===========  ===========================================
 
 ``lic_original_bytes_total - lic_compressed_bytes_total`` is the storage the service saved.
@@ -35,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from service.batching import QueueObserver
+from service.cost import CostModel
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -128,6 +131,12 @@ class ServiceMetrics:
         if device.startswith("cuda"):
             self.registry.register(_CudaCollector(device))
 
+    def watch_costs(self, costs: CostModel) -> None:
+        """Export the admission prices (read at scrape time): what this server thinks a megapixel costs, per
+        model, op and effort, as calibrated at start-up and then followed from its own requests. A dashboard sees
+        a replica slow down (a busy neighbour, a throttled CPU) in the same number that decides its 422s."""
+        self.registry.register(_CostCollector(costs))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -147,6 +156,28 @@ class _QueueMetrics(QueueObserver):
 
     def dropped(self, reason: str) -> None:
         pass  # counted once, by the HTTP layer, when the request is answered
+
+
+class _CostCollector:
+    def __init__(self, costs: CostModel):
+        self.costs = costs
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["model", "op", "effort"]
+        per_mp = GaugeMetricFamily(
+            "lic_cost_seconds_per_megapixel", "Admission's estimate of compute seconds per megapixel", labels=labels
+        )
+        overhead = GaugeMetricFamily(
+            "lic_cost_overhead_seconds", "Admission's estimate of per-request compute seconds", labels=labels
+        )
+        for (model, op, effort), price in sorted(self.costs.snapshot().items()):
+            per_mp.add_metric([model, op, str(effort)], price.per_megapixel_s)
+            overhead.add_metric([model, op, str(effort)], price.overhead_s)
+        yield per_mp
+        yield overhead
 
 
 class _CudaCollector:

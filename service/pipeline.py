@@ -129,6 +129,7 @@ class CodecService:
             initargs=(self.settings.coding_torch_threads,),
         )
         self.metrics.watch_device(self.pool.device)
+        self.metrics.watch_costs(self.costs)
         for (model, quality), inst in self.pool.instances.items():
             for op, run in ((COMPRESS, self._analyse), (DECOMPRESS, self._synthesise)):
                 self.queues[(model, quality, op)] = BatchQueue(

@@ -114,6 +114,15 @@ def test_rejections_are_counted_by_reason(traffic):
         assert value(samples, "lic_rejections_total", reason=reason) == 1, reason
 
 
+def test_admission_prices_are_exported_per_model_op_and_effort(traffic):
+    """The numbers admission refuses with (service/cost.py), calibrated at warm-up, are what a dashboard sees."""
+    samples, _, _ = traffic
+    for name in ("lic_cost_seconds_per_megapixel", "lic_cost_overhead_seconds"):
+        for op in ("compress", "decompress"):
+            key = (name, (("effort", "0"), ("model", MODEL), ("op", op)))
+            assert key in samples and 0 <= samples[key] < 1000, key  # a calibration under noise may clamp to 0
+
+
 def test_gpu_gauges_are_absent_on_cpu(traffic):
     samples, _, _ = traffic
     assert not any(name.startswith("lic_device_") for name, _ in samples)
