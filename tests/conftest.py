@@ -42,6 +42,18 @@ def load_file(relative: str, name: str) -> ModuleType:
     return module
 
 
+def tiny_erstc():
+    """A tiny random ERSTC in eval mode with CDF tables, and its float64 canonical copy (seed 0)."""
+    import copy
+
+    from model_store.architectures.erstc import ERSTC, ERSTC_TINY
+
+    torch.manual_seed(0)
+    model = ERSTC(ERSTC_TINY).eval()
+    model.update(force=True)
+    return model, copy.deepcopy(model).double()
+
+
 def load_script(name: str) -> ModuleType:
     """A file of scripts/ as a module, for tests that check the release tooling's own rules and outputs."""
     return load_file(f"scripts/{name}.py", name)

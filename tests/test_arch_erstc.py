@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_erstc
 
 from model_store.architectures.base import count_parameters
 from model_store.architectures.erstc import (
@@ -36,10 +37,7 @@ from model_store.layers.swin_v2 import (
 @pytest.fixture(scope="module")
 def tiny():
     """Tiny ERSTC in eval mode with CDF tables, its float64 canonical copy, an image and its latent."""
-    torch.manual_seed(0)
-    model = ERSTC(ERSTC_TINY).eval()
-    model.update(force=True)
-    canon = copy.deepcopy(model).double()
+    model, canon = tiny_erstc()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         y = model.g_a(x)

@@ -8,16 +8,15 @@ bytes (checked here against the whole-map layout), and streams that predate the 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_erstc
 
 from model_store import container, registry
-from model_store.architectures.erstc import ERSTC, ERSTC_TINY
 from model_store.codec import bits_per_pixel, load_codec
 from model_store.entropy import hyper_bands
 from model_store.entropy.causal_context import hyper_weight
@@ -54,10 +53,7 @@ def big_photo(photo) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tiny():
     """Tiny random ERSTC (float64 canonical copy with CDF tables) and the latent of a tall image."""
-    torch.manual_seed(0)
-    model = ERSTC(ERSTC_TINY).eval()
-    model.update(force=True)
-    canon = copy.deepcopy(model).double()
+    model, canon = tiny_erstc()
     with torch.no_grad():
         y = model.g_a(torch.rand(1, 3, 512, 128))
     return canon, y
