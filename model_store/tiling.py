@@ -107,11 +107,17 @@ def balanced_core(length: int, core: int, halo: int, multiple: int) -> int:
     return -(-(-(-length // count)) // multiple) * multiple
 
 
-def tiles(height: int, width: int, grid: TileGrid) -> List[Tuple[Span, Span]]:
-    """The (rows, columns) spans of every tile of a latent of ``height`` x ``width``, row-major."""
+def axis_spans(height: int, width: int, grid: TileGrid) -> Tuple[List[Span], List[Span]]:
+    """(row spans, column spans) of the tiles of a latent of ``height`` x ``width``."""
     core = grid.core_for(height, width)
     rows = spans(height, balanced_core(height, core, grid.halo, grid.multiple), grid.halo)
     cols = spans(width, balanced_core(width, core, grid.halo, grid.multiple), grid.halo)
+    return rows, cols
+
+
+def tiles(height: int, width: int, grid: TileGrid) -> List[Tuple[Span, Span]]:
+    """The (rows, columns) spans of every tile of a latent of ``height`` x ``width``, row-major."""
+    rows, cols = axis_spans(height, width, grid)
     return [(r, c) for r in rows for c in cols]
 
 

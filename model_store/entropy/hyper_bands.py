@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from model_store import cancellation
-from model_store.tiling import Span, TileGrid, balanced_core, spans
+from model_store.tiling import TileGrid, axis_spans, tiles
 
 #: Hyper-latent units (64 px) every tile border falls on: 256 px, a multiple of the window grid of every h_a / h_s
 #: stage here (window 4 or 8 at stride 32, 4 at stride 16). Cut off this grid, TIC's ψ moved by up to 2.3.
@@ -53,18 +53,9 @@ def band_grid(model: nn.Module) -> TileGrid:
     return hyper_grid(model, HYPER_BAND_GRID)
 
 
-def band_spans(z_height: int, z_width: int, grid: TileGrid) -> Tuple[List[Span], List[Span]]:
-    """(row spans, column spans) of the hyper-latent's tiles; a band is one row span across every column span."""
-    core = grid.core_for(z_height, z_width)
-    rows = spans(z_height, balanced_core(z_height, core, grid.halo, grid.multiple), grid.halo)
-    cols = spans(z_width, balanced_core(z_width, core, grid.halo, grid.multiple), grid.halo)
-    return rows, cols
-
-
 def needs_bands(model: nn.Module, z_height: int, z_width: int) -> bool:
     """True when the banded layout differs from the whole map (more than one tile), i.e. when the flag is set."""
-    rows, cols = band_spans(z_height, z_width, band_grid(model))
-    return len(rows) * len(cols) > 1
+    return len(tiles(z_height, z_width, band_grid(model))) > 1
 
 
 @dataclass
@@ -89,7 +80,7 @@ class HyperTerm:
         self.whole: Optional[Tensor] = None
         self.bands: List[_Band] = []
         if grid is not None:
-            self.row_spans, self.col_spans = band_spans(z_hat.shape[-2], z_hat.shape[-1], grid)
+            self.row_spans, self.col_spans = axis_spans(z_hat.shape[-2], z_hat.shape[-1], grid)  # a band: a row span
             self.bands = [_Band(r.keep_start * self.per_z, r.keep_stop * self.per_z) for r in self.row_spans]
             self._band_of_row = torch.empty(self.h, dtype=torch.long)
             for k, band in enumerate(self.bands):
