@@ -30,6 +30,7 @@ def _list(args) -> int:
             "preset": p.name,
             "paper": p.is_paper,
             "qualities": p.qualities,
+            "variable_rate": p.rate_knob is not None,
             "shipped_qualities": shipped.get(p.key, []),
             "description": p.description,
         }
@@ -43,7 +44,10 @@ def _list(args) -> int:
     for r in rows:
         mark = " (default)" if r["model"] == default else ""
         shipped_q = ",".join(map(str, r["shipped_qualities"])) or "-"
-        print(f"{r['model']:24} {str(r['paper']):5} {','.join(map(str, r['qualities'])):18} {shipped_q}{mark}")
+        qualities = r["qualities"]
+        # a variable-rate preset's qualities are its knob's codes: the range says it, 255 numbers would not
+        scale = f"{qualities[0]}-{qualities[-1]} (knob)" if r["variable_rate"] else ",".join(map(str, qualities))
+        print(f"{r['model']:24} {str(r['paper']):5} {scale:18} {shipped_q}{mark}")
     return 0
 
 

@@ -85,7 +85,12 @@ class ModelIdentity:
 
 
 class ImageCodec:
-    """A loaded (model, quality) that turns RGB arrays into container streams and back."""
+    """A loaded (model, quality) that turns RGB arrays into container streams and back.
+
+    A variable-rate model (:mod:`model_store.architectures.variable_rate`) codes at any code of its knob: the
+    identity's quality is only its default, ``compress(..., quality=k)`` picks another, the header's quality byte
+    carries the code, and the decoder reads every code with the same weights.
+    """
 
     def __init__(
         self,
@@ -118,6 +123,10 @@ class ImageCodec:
         self.limits = limits
         self.model = model.to(self.device).float().eval()
         self.canonical = canonical_copy(self.model)
+        #: the quality scale of a variable-rate model, None for a per-λ one
+        self.rate_knob = self.model.rate_knob
+        if self.rate_knob is not None:
+            self.rate_knob.check_code(identity.quality)
         #: g_a / g_s run over this grid of tiles (:mod:`model_store.tiling`): bounded memory, and decoded pixels
         #: that do not depend on the thread count. Part of what a stream decodes to: change it only with the
         #: format (every decoder must cut the same tiles).
@@ -203,15 +212,36 @@ class ImageCodec:
         """
         return [list(range(n))] if not self.batch_invariant else [[i] for i in range(n)]
 
+    def quality_of(self, quality: Optional[int]) -> int:
+        """The quality a call codes at: this codec's own unless ``quality`` names another code of a variable-rate
+        model's knob; a per-λ codec has exactly one (a different one is an UnknownModelError, not ignored)."""
+        if quality is None or quality == self.identity.quality:
+            return self.identity.quality
+        if self.rate_knob is None:
+            raise UnknownModelError(
+                f"{self.identity.model_id} q{self.identity.quality} codes at its own quality only, not q{quality}"
+            )
+        try:
+            return self.rate_knob.check_code(quality)
+        except ValueError as exc:
+            raise UnknownModelError(f"{self.identity.model_id}: {exc}") from None
+
+    def lambda_of(self, quality: int) -> Optional[float]:
+        """The λ a stream of ``quality`` is coded for (what ``effort`` and ``rd_cost`` weigh)."""
+        return self.rate_knob.code_lambda(quality) if self.rate_knob is not None else self.lmbda
+
     @torch.no_grad()
-    def encode_latent(self, y: Tensor, height: int, width: int) -> bytes:
-        """Entropy-code one latent (``(C, h, w)`` or ``(1, C, h, w)``) into a complete container stream."""
-        payload = self.canonical.compress_latent(y.reshape(1, *y.shape[-3:]), allow_banded=self.banded_hyper)
+    def encode_latent(self, y: Tensor, height: int, width: int, quality: Optional[int] = None) -> bytes:
+        """Entropy-code one latent (``(C, h, w)`` or ``(1, C, h, w)``) into a complete container stream;
+        ``quality``: a variable-rate model's knob code (default: the codec's own quality)."""
+        quality = self.quality_of(quality)
+        knob = quality if self.rate_knob is not None else None
+        payload = self.canonical.compress_latent(y.reshape(1, *y.shape[-3:]), allow_banded=self.banded_hyper, knob=knob)
         pad_bottom, pad_right = pad_amounts(height, width, self.pad_multiple)
         header = container.StreamHeader(
             model_id=self.identity.model_id,
             weights_digest=self.identity.digest,
-            quality=self.identity.quality,
+            quality=quality,
             height=height,
             width=width,
             pad_bottom=pad_bottom,
@@ -224,43 +254,53 @@ class ImageCodec:
         )
         return container.pack(header, [payload.z_string, payload.y_string], version=self.format_version)
 
-    def compress_batch(self, images: Sequence[np.ndarray], effort: int = 0) -> List[bytes]:
+    def compress_batch(
+        self, images: Sequence[np.ndarray], effort: int = 0, quality: Optional[int] = None
+    ) -> List[bytes]:
         """Streams for same-sized images; ``effort`` > 0 searches for better latents first (slower encoding,
-        same decoder; see :mod:`model_store.refine`)."""
+        same decoder; see :mod:`model_store.refine`); ``quality``: a variable-rate model's knob code."""
         config = effort_config(effort)  # refuse a bad effort before the network pass
-        if config.steps and self.lmbda is None:
+        quality = self.quality_of(quality)
+        if config.steps and self.lambda_of(quality) is None:
             raise ValueError("effort > 0 needs the λ these weights were trained for (ImageCodec(lmbda=...))")
         y = self.analyse(images)
         h, w = images[0].shape[:2]
         heap.trim_after_large(h * w)  # the tile workers' freed arenas, before the entropy path allocates its own
-        streams = [self.encode_latent(y[i], h, w) for i in range(len(images))]
+        streams = [self.encode_latent(y[i], h, w, quality) for i in range(len(images))]
         if config.steps:
-            streams = [self._refined(img, y[i : i + 1], s, config) for i, (img, s) in enumerate(zip(images, streams))]
+            streams = [
+                self._refined(img, y[i : i + 1], s, config, quality) for i, (img, s) in enumerate(zip(images, streams))
+            ]
         return streams
 
-    def _refined(self, image: np.ndarray, y: Tensor, plain: bytes, config: RefineConfig) -> bytes:
+    def _refined(self, image: np.ndarray, y: Tensor, plain: bytes, config: RefineConfig, quality: int) -> bytes:
         """The searched stream of one image, or ``plain`` if the search did not lower the real cost. One image
         at a time, like the transforms, so a batch gives the same bytes as one-by-one."""
         h, w = image.shape[:2]
         x = pad_to_multiple(image_to_tensor(image)[None].to(self.device), self.pad_multiple)
-        latent = refine_latent(self.model, x, y, h, w, self.lmbda, config)
-        searched = self.encode_latent(latent.cpu(), h, w)
+        knob = quality if self.rate_knob is not None else None
+        latent = refine_latent(self.model, x, y, h, w, self.lambda_of(quality), config, knob=knob)
+        searched = self.encode_latent(latent.cpu(), h, w, quality)
         return min((plain, searched), key=lambda stream: self.rd_cost(image, stream))
 
     def rd_cost(self, image: np.ndarray, stream: bytes, decoded: Optional[np.ndarray] = None) -> float:
-        """The weights' objective ``λ·MSE(8-bit) + bpp`` of a real stream of ``image``, decoded as any decoder
-        would decode it (pass ``decoded`` when the caller already has it)."""
+        """The weights' objective ``λ·MSE(8-bit) + bpp`` of a real stream of ``image`` (at the λ of the stream's
+        quality), decoded as any decoder would decode it (pass ``decoded`` when the caller already has it)."""
         if decoded is None:
             decoded = self.decompress(stream)
-        return self.lmbda * metrics.mse(decoded, image) + bits_per_pixel(stream, *image.shape[:2])
+        lmbda = self.lambda_of(container.parse_header(stream).quality)
+        return lmbda * metrics.mse(decoded, image) + bits_per_pixel(stream, *image.shape[:2])
 
-    def compress(self, image: np.ndarray, effort: int = 0) -> bytes:
-        return self.compress_batch([image], effort=effort)[0]
+    def compress(self, image: np.ndarray, effort: int = 0, quality: Optional[int] = None) -> bytes:
+        return self.compress_batch([image], effort=effort, quality=quality)[0]
 
     # -- decoder ---------------------------------------------------------------------------------------------
     def check_header(self, header: container.StreamHeader) -> None:
         """Everything that can be refused before decoding: identity, limits, shape consistency."""
-        if header.model_id != self.identity.model_id or header.quality != self.identity.quality:
+        same_quality = header.quality == self.identity.quality or (
+            self.rate_knob is not None and 1 <= header.quality <= self.rate_knob.levels
+        )
+        if header.model_id != self.identity.model_id or not same_quality:
             raise UnknownModelError(
                 f"stream was made by {header.model_id} q{header.quality}; "
                 f"this codec is {self.identity.model_id} q{self.identity.quality}"
@@ -295,6 +335,7 @@ class ImageCodec:
             y_shape=header.latent_shapes[1],
             index_crc=header.coder_crc,
             banded_hyper=header.banded_hyper,
+            knob=header.quality if self.rate_knob is not None else None,
         )
         try:
             y_hat = self.canonical.decompress_latent(payload)
@@ -401,7 +442,7 @@ def codec_for_stream(data: bytes, device: str = "cpu", root: Optional[Path] = No
     header = container.parse_header(data)
     root = root or registry.WEIGHTS_ROOT
     entry = registry.find_by_digest(header.weights_digest, root=root)
-    if entry is None or (entry.model_id, entry.quality) != (header.model_id, header.quality):
+    if entry is None or not entry.serves(header.model_id, header.quality):
         return load_codec(header.model_id, header.quality, device=device, root=root)
     return ImageCodec.from_entry(entry, device=device)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -66,10 +66,12 @@ def effort_config(effort: int) -> RefineConfig:
     return EFFORTS[effort]
 
 
-def _rd_proxy(model: LearnedImageCodec, y: Tensor, x: Tensor, height: int, width: int, lmbda: float) -> Tensor:
+def _rd_proxy(
+    model: LearnedImageCodec, y: Tensor, x: Tensor, height: int, width: int, lmbda: float, knob: Optional[Tensor]
+) -> Tensor:
     """The training objective ``λ·255²·MSE + bpp`` of latent ``y`` under the proxies, for the unpadded
-    ``height x width`` top-left of ``x``."""
-    y_hat, likelihoods = model.rate_forward(y)
+    ``height x width`` top-left of ``x`` (``knob``: a variable-rate model's position, ``(1,)``)."""
+    y_hat, likelihoods = model.rate_forward(y) if knob is None else model.rate_forward(y, knob=knob)
     x_hat = model.synthesis(y_hat)[..., :height, :width].clamp(0.0, 1.0)
     mse = torch.mean((x_hat - x[..., :height, :width]) ** 2)
     return lmbda * 255.0**2 * mse + total_bpp(likelihoods, height * width)
@@ -108,12 +110,20 @@ def _differentiable_rate(model: LearnedImageCodec) -> Iterator[None]:
 
 
 def refine_latent(
-    model: LearnedImageCodec, x: Tensor, y: Tensor, height: int, width: int, lmbda: float, config: RefineConfig
+    model: LearnedImageCodec,
+    x: Tensor,
+    y: Tensor,
+    height: int,
+    width: int,
+    lmbda: float,
+    config: RefineConfig,
+    knob: Optional[int] = None,
 ) -> Tensor:
     """The searched latent of one image (callers compare it with ``y`` on real streams, see module docstring).
 
     ``x`` is the padded image ``(1, 3, H, W)`` on the model's device, ``y`` its analysis ``(1, C, h, w)``; the
-    model is left as it was (no gradients stored on its parameters, its modes restored).
+    model is left as it was (no gradients stored on its parameters, its modes restored). ``knob``: the code a
+    variable-rate model codes at (``lmbda`` is then that code's λ).
     """
     if x.dim() != 4 or x.size(0) != 1 or y.size(0) != 1:
         raise ValueError("refine_latent works on one image at a time")
@@ -122,6 +132,7 @@ def refine_latent(
     if config.steps <= 0:
         return latent
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    position = None if knob is None else torch.tensor([model.rate_knob.position(knob)], device=x.device)
     latent.requires_grad_(True)
     optimiser = torch.optim.Adam([latent], lr=config.lr)
     with torch.enable_grad(), torch.random.fork_rng(devices=devices), _differentiable_rate(model):
@@ -129,7 +140,7 @@ def refine_latent(
         for step in range(config.steps):
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
-            loss = _rd_proxy(model, latent, x, height, width, lmbda)
+            loss = _rd_proxy(model, latent, x, height, width, lmbda, position)
             (latent.grad,) = torch.autograd.grad(loss, [latent])
             optimiser.step()
     return latent.detach()

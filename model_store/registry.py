@@ -59,6 +59,14 @@ class WeightsEntry:
     def digest(self) -> bytes:
         return bytes.fromhex(self.sha256)
 
+    def serves(self, model_id: str, quality: int) -> bool:
+        """Whether these weights decode a stream whose header names ``(model_id, quality)``: the same model at this
+        quality, or, for a variable-rate model, at any code of its knob."""
+        if model_id != self.model_id:
+            return False
+        knob = get_preset(self.arch, self.preset).rate_knob
+        return quality == self.quality or (knob is not None and 1 <= quality <= knob.levels)
+
 
 def _manifests(root: Path) -> List[dict]:
     found = []

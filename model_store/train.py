@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set, Union
 
 import numpy as np
 import torch
@@ -179,11 +179,19 @@ def amp_supported(device: torch.device) -> bool:
     )
 
 
-def rd_loss(out: Dict, x: torch.Tensor, lmbda: float) -> Dict[str, torch.Tensor]:
+def rd_loss(out: Dict, x: torch.Tensor, lmbda: Union[float, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``λ·255²·MSE + bpp`` of a batch; ``lmbda`` a float, or one λ per image ``(B,)`` (variable-rate training:
+    each image's loss at its own λ, then the mean)."""
     n, _, h, w = x.shape
-    bpp = total_bpp(out["likelihoods"], n * h * w)
-    mse = F.mse_loss(out["x_hat"].float().clamp(0, 1), x)
-    return {"loss": lmbda * 255.0**2 * mse + bpp, "bpp": bpp, "mse": mse}
+    if not isinstance(lmbda, torch.Tensor):
+        bpp = total_bpp(out["likelihoods"], n * h * w)
+        mse = F.mse_loss(out["x_hat"].float().clamp(0, 1), x)
+        return {"loss": lmbda * 255.0**2 * mse + bpp, "bpp": bpp, "mse": mse}
+    bits = sum(torch.log2(p).flatten(1).sum(1) for p in out["likelihoods"].values())
+    bpp_each = bits / (-h * w)
+    mse_each = F.mse_loss(out["x_hat"].float().clamp(0, 1), x, reduction="none").flatten(1).mean(1)
+    loss = (lmbda.to(mse_each) * 255.0**2 * mse_each + bpp_each).mean()
+    return {"loss": loss, "bpp": bpp_each.mean(), "mse": mse_each.mean()}
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -201,12 +209,18 @@ VAL_METRICS = ("decoded", "estimate")
 
 @torch.no_grad()
 def validate(
-    model: LearnedImageCodec, images: List[torch.Tensor], lmbda: float, device, metric: str = "decoded"
+    model: LearnedImageCodec,
+    images: List[torch.Tensor],
+    lmbda: float,
+    device,
+    metric: str = "decoded",
+    knob: Optional[int] = None,
 ) -> Dict[str, float]:
     """Mean RD loss, bpp and PSNR on the validation images, measured as ``metric`` says (``TrainConfig.val_metric``).
 
     "decoded" is what a user gets: bytes of the real payloads (the container header aside) and the PSNR of g_s on
-    the decoder's ŷ, from this model's own fresh CDF tables. "estimate" is the eval-mode forward.
+    the decoder's ŷ, from this model's own fresh CDF tables. "estimate" is the eval-mode forward. ``knob``: the code
+    a variable-rate model is scored at (``lmbda`` should be that code's λ).
     """
     if metric not in VAL_METRICS:
         raise ValueError(f"validation metric must be one of {VAL_METRICS}, got {metric!r}")
@@ -221,14 +235,15 @@ def validate(
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, model.pad_multiple)
         if canon is None:
-            out = model(padded)
+            position = None if knob is None else torch.tensor([model.rate_knob.position(knob)], device=device)
+            out = model(padded, knob=position)
             x_hat = out["x_hat"]
             # rate of the padded latent over the true pixel count, as the real codec's bpp would be
             bpp = total_bpp(out["likelihoods"], h * w).item()
         else:
             y = model.analysis(padded)
             try:
-                payload, y_hat = canon.compress_latent_and_reconstruct(y.cpu())
+                payload, y_hat = canon.compress_latent_and_reconstruct(y.cpu(), knob=knob)
             except UncodableLatentError:  # a diverged model: worse than anything that can be coded
                 model.train()
                 return {"loss": math.inf, "bpp": math.inf, "psnr": 0.0}
@@ -240,6 +255,24 @@ def validate(
         totals["loss"] += lmbda * 255.0**2 * mse + bpp
     model.train()
     return {k: v / max(len(images), 1) for k, v in totals.items()}
+
+
+def validate_rate_knob(model: LearnedImageCodec, images: List[torch.Tensor], device, metric: str = "decoded") -> Dict:
+    """A variable-rate model scored at each of its knob's ``validation_codes`` (at that code's λ).
+
+    ``loss`` is the geometric mean of the per-code losses: a change of x % at any rate counts the same, as in a
+    BD-rate, where an arithmetic mean would let the high-rate codes (losses ~10x the low-rate ones) decide alone.
+    ``bpp`` and ``psnr`` are means over the codes; ``levels`` keeps each code's numbers.
+    """
+    knob = model.rate_knob
+    levels = {
+        str(code): validate(model, images, knob.code_lambda(code), device, metric, knob=code)
+        for code in knob.validation_codes
+    }
+    losses = [v["loss"] for v in levels.values()]
+    loss = math.inf if any(not math.isfinite(v) for v in losses) else math.exp(sum(map(math.log, losses)) / len(losses))
+    mean = {k: sum(v[k] for v in levels.values()) / len(levels) for k in ("bpp", "psnr")}
+    return {"loss": loss, **mean, "levels": levels}
 
 
 class WeightAverage:
@@ -390,6 +423,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
+    knob = get_preset(cfg.arch, cfg.preset).rate_knob
+    if knob is not None and cfg.lmbda is not None:
+        raise ValueError(f"{cfg.arch}-{cfg.preset} is variable-rate: it draws λ per crop, --lmbda does not apply")
     lmbda = cfg.lmbda if cfg.lmbda is not None else float(get_preset(cfg.arch, cfg.preset).lambdas[cfg.quality])
 
     amp = cfg.amp and amp_supported(device)
@@ -441,8 +477,15 @@ def train(cfg: TrainConfig) -> Path:
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     train_set, val_images = build_data(cfg)
+
+    def score(m: LearnedImageCodec) -> Dict:
+        """Validation as the run chooses by: one λ, or a variable-rate model's codes (``validate_rate_knob``)."""
+        if knob is not None:
+            return validate_rate_knob(m, val_images, device, cfg.val_metric)
+        return validate(m, val_images, lmbda, device, cfg.val_metric)
+
     if resumed_metric != cfg.val_metric and (out / "best.pt").exists():
-        best = rescore_best(out / "best.pt", model, val_images, lmbda, device, cfg.val_metric)
+        best = rescore_best(out / "best.pt", model, score)
         print(f"re-scored best.pt with the {cfg.val_metric} metric (was {resumed_metric}): {best:.4f}", file=sys.stderr)
     sampler = range(start * cfg.batch_size, cfg.steps * cfg.batch_size)
     loader = torch.utils.data.DataLoader(
@@ -461,7 +504,7 @@ def train(cfg: TrainConfig) -> Path:
             torch.save({"model": scored.state_dict(), "step": step, "val": val}, out / "best.pt")
 
     if start == 0:  # the starting point's score: a run that never beats its init keeps the init as best.pt
-        record = {"step": 0, "val": validate(model, val_images, lmbda, device, cfg.val_metric)}
+        record = {"step": 0, "val": score(model)}
         keep_if_best(0, record["val"])
         log.write(json.dumps(record) + "\n")
     model.train()
@@ -476,9 +519,11 @@ def train(cfg: TrainConfig) -> Path:
         lr = lr_at(step, cfg, clock() - t0)
         for group in opt.param_groups:
             group["lr"] = lr
+        # a variable-rate model trains each crop at its own knob position (λ), drawn over the knob's training range
+        positions = None if knob is None else knob.sample_positions(x.shape[0]).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out_fw = model(x)
-        losses = rd_loss(out_fw, x, lmbda)
+            out_fw = model(x, knob=positions)
+        losses = rd_loss(out_fw, x, lmbda if positions is None else knob.lambda_at(positions))
         if teacher is not None and distilling(step, cfg, clock() - t0):
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 y_teacher = teacher.analysis(x)
@@ -519,7 +564,7 @@ def train(cfg: TrainConfig) -> Path:
         out_of_time = cfg.max_minutes > 0 and clock() - t0 >= 60.0 * cfg.max_minutes
         final = step == cfg.steps or out_of_time
         if step % cfg.eval_every == 0 or final:
-            record["val"] = validate(scored, val_images, lmbda, device, cfg.val_metric)
+            record["val"] = score(scored)
             keep_if_best(step, record["val"])
             bar.write(f"step {step}: val {record['val']}")
         log.write(json.dumps(record) + "\n")
@@ -533,13 +578,14 @@ def train(cfg: TrainConfig) -> Path:
     return last
 
 
-def rescore_best(path: Path, model: LearnedImageCodec, val_images, lmbda: float, device, metric: str) -> float:
-    """Score a run's best.pt again with ``metric`` (resuming a run that validated another way) and record it, so
-    later steps are compared like for like: the estimate reads higher than decoded, never comparable."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+def rescore_best(path: Path, model: LearnedImageCodec, score: Callable[[LearnedImageCodec], Dict]) -> float:
+    """Score a run's best.pt again with the run's validation ``score`` (resuming a run that validated another way)
+    and record it, so later steps are compared like for like: the estimate reads higher than decoded, never
+    comparable."""
+    ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
     scorer = copy.deepcopy(model)
     scorer.load_state_dict(ckpt["model"])
-    ckpt["val"] = validate(scorer, val_images, lmbda, device, metric)
+    ckpt["val"] = score(scorer)
     torch.save(ckpt, path)
     return ckpt["val"]["loss"]
 

@@ -33,6 +33,7 @@ from compressai.models.base import CompressionModel, get_scale_table
 from torch import Tensor
 
 from model_store import heap
+from model_store.architectures.variable_rate import RateKnob
 from model_store.entropy import hyper_bands
 from model_store.entropy.coding import (
     CANONICAL_DTYPE,
@@ -56,6 +57,7 @@ class LatentPayload:
     y_shape: Shape  # (C, H, W) of the latent
     index_crc: int  # CRC32 of every scale index in coding order (see entropy.coding)
     banded_hyper: bool = False  # the hyperprior was computed in bands (container.FLAG_BANDED_HYPER)
+    knob: Optional[int] = None  # a variable-rate model's knob code (the header's quality); None for per-λ models
 
 
 class LearnedImageCodec(CompressionModel):
@@ -101,14 +103,36 @@ class LearnedImageCodec(CompressionModel):
         return self.h_a(y)
 
     # -- training pass --------------------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Dict[str, object]:
+    def forward(self, x: Tensor, knob: Optional[Tensor] = None) -> Dict[str, object]:
         """``{"x_hat", "likelihoods": {"y", "z"}, "y"}``: the transforms in the caller's precision, the rate path
         in at least float32 whatever autocast says (see the module docstring). ``y`` is the analysis output, for
-        losses on the latent itself (distillation: ``model_store.train``)."""
+        losses on the latent itself (distillation: ``model_store.train``). ``knob``: a variable-rate model's knob
+        position per image, ``(B,)`` (:mod:`model_store.architectures.variable_rate`)."""
+        self.check_knob(knob)
         y = self.analysis(x)
         with torch.autocast(device_type=y.device.type, enabled=False):
-            y_hat, likelihoods = self.rate_forward(y.to(torch.promote_types(y.dtype, torch.float32)))
+            y32 = y.to(torch.promote_types(y.dtype, torch.float32))
+            y_hat, likelihoods = self.rate_forward(y32) if knob is None else self.rate_forward(y32, knob=knob)
         return {"x_hat": self.synthesis(y_hat), "likelihoods": likelihoods, "y": y}
+
+    # -- variable rate ----------------------------------------------------------------------------------------------
+    @property
+    def rate_knob(self) -> Optional[RateKnob]:
+        """The quality scale of a variable-rate model (its ``knob_table``); None for a per-λ model."""
+        table = self._modules.get("knob_table")
+        return None if table is None else table.knob
+
+    def check_knob(self, knob):
+        """``knob`` as this model takes it: None for a per-λ model; for a variable-rate one a code of its scale (an
+        int) or positions (a tensor, training). Anything else is a ValueError, never a silently ignored knob."""
+        scale = self.rate_knob
+        if scale is None:
+            if knob is not None:
+                raise ValueError(f"{type(self).__name__} is a per-λ model: it takes no quality knob")
+            return None
+        if knob is None:
+            raise ValueError(f"{type(self).__name__} is variable-rate: it needs a quality knob code 1..{scale.levels}")
+        return knob if isinstance(knob, Tensor) else scale.check_code(knob)
 
     def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """From the latent on: ``(y_hat, {"y": y_likelihoods, "z": z_likelihoods})``, noise proxies or
@@ -117,14 +141,21 @@ class LearnedImageCodec(CompressionModel):
 
     # -- the architecture's entropy schedule ---------------------------------------------------------------------
     def code_latent(
-        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, banded: bool = False
+        self,
+        y: Optional[Tensor],
+        z_hat: Tensor,
+        coder: GaussianSymbolCoder,
+        y_shape: Shape,
+        banded: bool = False,
+        knob: Optional[int] = None,
     ) -> Tensor:
         """Run the entropy-parameter schedule for one image and return ``y_hat`` of shape ``(1, *y_shape)``.
 
         ``y`` is the latent on the encoder side (any float dtype; the schedule reads it in the canonical one) and
         ``None`` on the decoder side; every group of values must go through ``coder.code(scales, means, y_group)``
         in the same order on both sides. ``banded``: the hyperprior in bands (``container.FLAG_BANDED_HYPER``),
-        only for architectures whose :meth:`hyper_bands_needed` can say yes.
+        only for architectures whose :meth:`hyper_bands_needed` can say yes. ``knob``: a variable-rate model's
+        code (checked by the caller, :meth:`check_knob`; only variable-rate models are passed one).
         """
         raise NotImplementedError
 
@@ -161,16 +192,20 @@ class LearnedImageCodec(CompressionModel):
         return z
 
     # -- real bitstreams (called on the canonical CPU float64 copy, one image at a time) -------------------------
-    def compress_latent(self, y: Tensor, allow_banded: bool = True) -> LatentPayload:
+    def compress_latent(self, y: Tensor, allow_banded: bool = True, knob: Optional[int] = None) -> LatentPayload:
         """Entropy-code one image's latent ``y`` of shape ``(1, C, H, W)``; ``allow_banded=False`` keeps large
-        images in the whole-map layout that decoders predating ``FLAG_BANDED_HYPER`` read (at its memory cost)."""
-        return self.compress_latent_and_reconstruct(y, allow_banded)[0]
+        images in the whole-map layout that decoders predating ``FLAG_BANDED_HYPER`` read (at its memory cost).
+        ``knob``: the quality code of a variable-rate model (required there, refused by a per-λ model)."""
+        return self.compress_latent_and_reconstruct(y, allow_banded, knob)[0]
 
-    def compress_latent_and_reconstruct(self, y: Tensor, allow_banded: bool = True) -> Tuple[LatentPayload, Tensor]:
+    def compress_latent_and_reconstruct(
+        self, y: Tensor, allow_banded: bool = True, knob: Optional[int] = None
+    ) -> Tuple[LatentPayload, Tensor]:
         """``compress_latent`` plus the ``y_hat`` every decoder of the payload will reconstruct (the coding loop
         gives both sides the same values, so the encoder knows it without decoding; training validates on it)."""
         if y.dim() != 4 or y.size(0) != 1:
             raise ValueError(f"compress_latent codes one image at a time, got shape {tuple(y.shape)}")
+        knob = self.check_knob(knob)
         z = self.hyper_analysis_tiled(y)
         check_codable(z, "the hyper-latent z")  # y itself is checked, centred, by the symbol encoder
         z_string = self.entropy_bottleneck.compress(z)[0]
@@ -179,7 +214,7 @@ class LearnedImageCodec(CompressionModel):
         encoder = GaussianSymbolEncoder(self.gaussian_conditional)
         y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
         banded = allow_banded and self.hyper_bands_needed(*z_hat.shape[-2:])
-        y_hat = self.code_latent(y, z_hat, encoder, y_shape, banded=banded)
+        y_hat = self.code_latent(y, z_hat, encoder, y_shape, banded=banded, **_knob_argument(knob))
         payload = LatentPayload(
             z_string=z_string,
             y_string=encoder.finish(),
@@ -187,17 +222,22 @@ class LearnedImageCodec(CompressionModel):
             y_shape=y_shape,
             index_crc=encoder.index_crc,
             banded_hyper=banded,
+            knob=knob,
         )
         return payload, y_hat
 
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         """Decode ``y_hat`` of shape ``(1, *y_shape)``; raises CoderMismatchError if coder inputs diverged."""
+        knob = self.check_knob(payload.knob)
         z_string = guard_padded(payload.z_string, payload.z_shape)
         z_hat = self.entropy_bottleneck.decompress([z_string], payload.z_shape[1:])
         decoder = GaussianSymbolDecoder(self.gaussian_conditional, guard_padded(payload.y_string, payload.y_shape))
         if payload.banded_hyper and not self.hyper_bands_needed(*payload.z_shape[1:]):
             raise ValueError("the stream is flagged banded-hyper, which this model does not use at this size")
-        y_hat = self.code_latent(None, z_hat.to(CANONICAL_DTYPE), decoder, payload.y_shape, banded=payload.banded_hyper)
+        z_hat = z_hat.to(CANONICAL_DTYPE)
+        y_hat = self.code_latent(
+            None, z_hat, decoder, payload.y_shape, banded=payload.banded_hyper, **_knob_argument(knob)
+        )
         decoder.verify(payload.index_crc)
         return y_hat
 
@@ -218,6 +258,12 @@ class LearnedImageCodec(CompressionModel):
 #: bytes a forged payload can make compressai's rANS decoder read per symbol, at most: one 32-bit renormalisation
 #: for the symbol and two for an escape's bypass bits once the reads have run into zeros
 _MAX_READ_PER_SYMBOL = 12
+
+
+def _knob_argument(knob: Optional[int]) -> Dict[str, int]:
+    """``code_latent``'s knob keyword, passed only to variable-rate models: a per-λ architecture's ``code_latent``
+    (STF's, the zigzag's, a test's) need not know the keyword exists."""
+    return {} if knob is None else {"knob": knob}
 
 
 def guard_padded(payload: bytes, shape: Shape) -> bytes:

@@ -80,6 +80,7 @@ from torch import nn
 
 from model_store.architectures.base import LearnedImageCodec, make_entropy_models
 from model_store.architectures.registry import Preset, register
+from model_store.architectures.variable_rate import RateKnob
 from model_store.entropy.causal_context import CausalContextCoding
 from model_store.layers.cam import CausalAttentionModule
 from model_store.layers.swin import init_transformer_weights
@@ -93,6 +94,7 @@ __all__ = [
     "ERSTC_PAPER_HIGH",
     "ERSTC_PAPER_LOW",
     "ERSTC_SMALL",
+    "ERSTC_SMALL_KNOB",
     "ERSTC_SMALL_LAMBDAS",
     "ERSTC_TINY",
     "ERSTC_WIDE",
@@ -106,6 +108,11 @@ ERSTC_LAMBDAS: Dict[int, float] = {1: 0.0016, 2: 0.0032, 3: 0.0075, 4: 0.015, 5:
 #: set), so the seven published points stop well short of the ~1 bpp a high-quality setting is expected to reach.
 #: Doubling λ past 0.0932 bought only ~0.1 bpp (0.76 -> 0.87 bpp measured at q8 -> q9), so q10 doubles it again.
 ERSTC_SMALL_LAMBDAS: Dict[int, float] = {**ERSTC_LAMBDAS, 8: 0.0932, 9: 0.18, 10: 0.36}
+#: The variable-rate erstc-small's scale (issue #27): 255 codes over the per-λ ladder's whole range, gains starting
+#: from q6's λ, the mid-ladder file it is fine-tuned from.
+ERSTC_SMALL_KNOB = RateKnob(
+    lambda_low=ERSTC_SMALL_LAMBDAS[1], lambda_high=ERSTC_SMALL_LAMBDAS[10], reference_lambda=ERSTC_SMALL_LAMBDAS[6]
+)
 #: λ of ``λ·(1 - MS-SSIM) + bpp`` per MS-SSIM quality.
 ERSTC_MSSSIM_LAMBDAS: Dict[int, float] = {1: 6.0, 2: 12.0, 3: 40.0, 4: 80.0, 5: 120.0}
 #: Qualities that use the low-rate widths (N = 128, M = 192); the others use 192/320.
@@ -172,6 +179,10 @@ ERSTC_SMALL = ERSTCConfig(
 #: 192-320; the small preset's 96 looked like the bottleneck at high rates). Grown from erstc-small's files with
 #: ``--init-from ... --widen-unit 24:48`` (24 = M / cam_heads, the CAM head width), see model_store.widen.
 ERSTC_WIDE = replace(ERSTC_SMALL, M=192)
+#: A short scale for structural tests of the variable-rate path (every code is cheap to enumerate).
+ERSTC_TINY_KNOB = RateKnob(
+    lambda_low=ERSTC_LAMBDAS[1], lambda_high=ERSTC_LAMBDAS[7], levels=16, anchors=4, validation_codes=(1, 16)
+)
 ERSTC_TINY = ERSTCConfig(
     N=16,
     M=16,
@@ -338,6 +349,31 @@ register(
         "enhancement 8 channels with 2-conv dense blocks of growth 4 (paper: 64 channels, 5 convs, growth 32); CAM "
         "with 4 heads and MLP ratio 2 (paper: 16, 4)",
         extra=_extra(),
+    )
+)
+register(
+    Preset(
+        arch="erstc",
+        name="small-vr",
+        lambdas={code: ERSTC_SMALL_KNOB.code_lambda(code) for code in ERSTC_SMALL_KNOB.codes},
+        build=lambda q: ERSTC(ERSTC_SMALL).add_rate_knob(ERSTC_SMALL_KNOB),
+        description="variable-rate erstc-small: one model, quality knob 1-255 over the small ladder's λ range",
+        departures="as erstc-small, plus per-channel latent gains and a parameter-net bias per knob position "
+        "(QVRF-style, model_store.architectures.variable_rate)",
+        extra=_extra(),
+        rate_knob=ERSTC_SMALL_KNOB,
+    )
+)
+register(
+    Preset(
+        arch="erstc",
+        name="tiny-vr",
+        lambdas={code: ERSTC_TINY_KNOB.code_lambda(code) for code in ERSTC_TINY_KNOB.codes},
+        build=lambda q: ERSTC(ERSTC_TINY).add_rate_knob(ERSTC_TINY_KNOB),
+        description="structural-test variable-rate ERSTC (random init)",
+        departures="erstc-tiny with a 16-code knob; for tests only",
+        extra=_extra(),
+        rate_knob=ERSTC_TINY_KNOB,
     )
 )
 register(

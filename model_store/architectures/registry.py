@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from model_store.architectures.base import LearnedImageCodec, count_parameters
+from model_store.architectures.variable_rate import RateKnob
 from model_store.errors import UnknownModelError
 
 #: Modules that register presets on import (one per architecture family).
@@ -31,7 +32,8 @@ class Preset:
 
     ``lambdas`` maps quality (1 = lowest rate) to the MSE Lagrangian λ of the loss ``λ·255²·MSE + bpp``.
     ``build(quality)`` returns a randomly initialised model for that quality (widths may depend on quality,
-    as in TIC's low/high-rate (N, M) split).
+    as in TIC's low/high-rate (N, M) split). A variable-rate preset (``rate_knob`` set) builds one model for all
+    its qualities, which are the knob's codes (:mod:`model_store.architectures.variable_rate`).
     """
 
     arch: str
@@ -42,6 +44,7 @@ class Preset:
     is_paper: bool = False
     departures: str = ""  # how a small preset departs from the paper (goes to the model card)
     extra: Mapping[str, object] = field(default_factory=dict)
+    rate_knob: Optional[RateKnob] = None
 
     @property
     def qualities(self) -> List[int]:

@@ -17,6 +17,7 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from model_store.architectures.base import LatentPayload, Shape, likelihoods_dict
+from model_store.architectures.variable_rate import KnobTable, RateKnob
 from model_store.entropy.coding import (
     CANONICAL_DTYPE,
     GaussianSymbolCoder,
@@ -62,31 +63,67 @@ class CausalContextCoding:
 
     training_quantizers: Tuple[str, ...] = ("noise", "mixed")
 
-    def entropy_params_map(self, hyper: Tensor, y_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        """(scales, means) of every latent position at once from ``h_s(ẑ)`` and a decoded latent (masked CAM)."""
-        params = self.entropy_parameters(torch.cat([hyper, self.context_prediction(y_hat)], dim=1))
+    def add_rate_knob(self, knob: RateKnob):
+        """Make this model variable-rate (:mod:`model_store.architectures.variable_rate`): a :class:`KnobTable`
+        whose biases join the first entropy-parameter conv's output. Returns the model."""
+        self.knob_table = KnobTable(knob, self.latent_channels, self.entropy_parameters[0].out_channels)
+        return self
+
+    def entropy_params_map(
+        self, hyper: Tensor, y_hat: Tensor, knob_bias: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """(scales, means) of every latent position at once from ``h_s(ẑ)`` and a decoded latent (masked CAM);
+        ``knob_bias`` ``(B, E1)``: a variable-rate model's bias on the first parameter conv's output."""
+        features = torch.cat([hyper, self.context_prediction(y_hat)], dim=1)
+        if knob_bias is None:
+            params = self.entropy_parameters(features)
+        else:
+            first, *rest = self.entropy_parameters
+            params = first(features) + knob_bias[:, :, None, None]
+            for layer in rest:
+                params = layer(params)
         scales, means = params.chunk(2, dim=1)
         return scales, means
 
-    def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def rate_forward(self, y: Tensor, knob: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The training rate path; ``knob`` ``(B,)``: a variable-rate model's knob positions, one per image, whose
+        gains ``a`` put the latent on the grid it is coded on (``round((y - μ)·a)``, ``σ·a``; module docstring of
+        :mod:`~model_store.architectures.variable_rate`)."""
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         hyper = self.h_s(z_hat)
         mixed = self.training and self.training_quantizer == "mixed"
+        gain, knob_bias = (None, None) if knob is None else self.knob_table(knob)
+        if gain is not None:
+            gain = gain[:, :, None, None]
+
+        def to_grid(t: Tensor) -> Tensor:
+            return t if gain is None else t * gain
+
+        def from_grid(t: Tensor) -> Tensor:
+            return t if gain is None else t / gain
+
         if mixed:
-            context_input = quantize_ste(y)
+            context_input = from_grid(quantize_ste(to_grid(y)))
         else:
-            context_input = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
-        scales, means = self.entropy_params_map(hyper, context_input)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        y_hat = quantize_ste(y - means) + means if mixed else context_input
+            mode = "noise" if self.training else "dequantize"
+            context_input = from_grid(self.gaussian_conditional.quantize(to_grid(y), mode))
+        scales, means = self.entropy_params_map(hyper, context_input, knob_bias)
+        _, y_likelihoods = self.gaussian_conditional(to_grid(y), to_grid(scales), means=to_grid(means))
+        y_hat = from_grid(quantize_ste(to_grid(y - means))) + means if mixed else context_input
         return y_hat, likelihoods_dict(y_likelihoods, z_likelihoods)
 
     def code_latent(
-        self, y: Optional[Tensor], z_hat: Tensor, coder: GaussianSymbolCoder, y_shape: Shape, banded: bool = False
+        self,
+        y: Optional[Tensor],
+        z_hat: Tensor,
+        coder: GaussianSymbolCoder,
+        y_shape: Shape,
+        banded: bool = False,
+        knob: Optional[int] = None,
     ) -> Tensor:
         """Code ŷ one wavefront (all positions with equal ``3i + j``) at a time: ``3H + W - 3`` coder calls."""
-        return self.code_latent_in_order(y, z_hat, coder, y_shape, wavefront_schedule, banded=banded)
+        return self.code_latent_in_order(y, z_hat, coder, y_shape, wavefront_schedule, banded=banded, knob=knob)
 
     def hyper_bands_needed(self, z_height: int, z_width: int) -> bool:
         """Whether a hyper-latent of this size codes differently in the banded layout (:mod:`..hyper_bands`)."""
@@ -101,6 +138,7 @@ class CausalContextCoding:
         y_shape: Shape,
         schedule: Schedule,
         banded: bool = False,
+        knob: Optional[int] = None,
     ) -> Tensor:
         """The autoregressive loop for any causal ``schedule(h, w)`` (a list of flat-position groups).
 
@@ -110,12 +148,15 @@ class CausalContextCoding:
         (``banded``, :mod:`model_store.entropy.hyper_bands`), the CAM's features live in a ring of rows
         (:class:`~model_store.layers.cam.CausalContext`), ``y`` is read a step at a time in its own dtype and
         the reconstruction is written channel-major, so nothing of the whole latent is copied.
+        ``knob``: a variable-rate model's code; its gains scale what the coder sees (``σ·a``, ``(y - μ)·a``) and
+        divide what it returns, its bias joins the parameter net.
         """
         c, h, w = y_shape
         dtype = z_hat.dtype
         steps = schedule(h, w)
         hyper = HyperTerm(self.h_s, hyper_weight(self), z_hat, y_shape, band_grid(self) if banded else None)
-        params = PositionParams(self, hyper)
+        point = None if knob is None else self.knob_table.at_code(knob)
+        params = PositionParams(self, hyper, None if point is None else point.bias)
         y_cols = None if y is None else y[0].flatten(1)  # (M, H*W) view, raster order
         y_hat = torch.zeros(c, h * w, dtype=dtype)
         context = CausalContext(
@@ -124,7 +165,11 @@ class CausalContextCoding:
         for positions in steps:
             scales, means = params(positions, context.context(positions, project=False))
             exact = None if y_cols is None else y_cols.index_select(1, positions).t().to(dtype)
-            part = coder.code(scales, means, exact)
+            if point is None:
+                part = coder.code(scales, means, exact)
+            else:
+                a = point.gain
+                part = coder.code(scales * a, means * a, None if exact is None else exact * a) / a
             context.write(positions, part)
             y_hat.index_copy_(1, positions, part.t())
             hyper.release_above(int(positions.min()) // w)
@@ -151,7 +196,7 @@ class PositionParams:
     depend on which other positions share its step.
     """
 
-    def __init__(self, model, hyper: HyperTerm):
+    def __init__(self, model, hyper: HyperTerm, knob_bias: Optional[Tensor] = None):
         first = model.entropy_parameters[0]
         proj = model.context_prediction.proj
         weight = first.weight.flatten(1)
@@ -159,6 +204,8 @@ class PositionParams:
         self.hyper = hyper
         self.weight = w_context @ proj.weight  # (E1, M): context half composed with the CAM projection
         self.bias = w_context @ proj.bias + first.bias
+        if knob_bias is not None:  # a variable-rate model's knob joins the first conv's output
+            self.bias = self.bias + knob_bias
         self.rest = list(model.entropy_parameters)[1:]
 
     def __call__(self, positions: Tensor, summary: Tensor) -> Tuple[Tensor, Tensor]:

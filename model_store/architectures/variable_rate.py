@@ -1,0 +1,149 @@
+"""Variable-rate coding: one set of weights for a fine quality knob, by per-channel latent gains (QVRF-style).
+
+Tong, Wu, Zhou, Fu, Wu, Sheng, "QVRF: A Quantization-error-aware Variable Rate Framework for Learned Image
+Compression", ICIP 2023: a model trained at one λ covers a range of rates if the latent is quantised on a finer or
+coarser grid, ``round((y - μ)·a)``, with the entropy model's scale measured on the same grid (``σ·a``) and the
+reconstruction divided back (``ŷ = symbol / a + μ``). A larger ``a`` means a finer step: more bits, less distortion.
+Fine-tuning with λ drawn per crop teaches the transforms to work across the range. Here (the issue's design):
+
+* the knob is an **integer code** ``1 .. levels`` (the stream header's quality byte, so a stream names its rate
+  point exactly and decoding stays bit-exact); code ``k`` sits at position ``(k - 1) / (levels - 1)`` of a
+  log-λ scale from ``lambda_low`` to ``lambda_high`` (:class:`RateKnob`);
+* ``a`` is **per latent channel** and a smooth function of the position: learned log-gains at ``anchors`` points
+  spaced evenly over the training range, linearly interpolated between them (:class:`KnobTable`), initialised at
+  ``sqrt(λ / λ_ref)`` (an MSE-optimal uniform quantiser's step scales as ``1 / sqrt(λ)``); learned, because
+  channels that carry texture need their steps to shrink faster than flat ones as λ grows;
+* the entropy-parameter net gets the knob as a learned bias on its first layer's output, interpolated the same
+  way and **zero-initialised**, so a model fine-tuned from a per-λ file starts exactly where that file was;
+* the hyper-latent z keeps its fixed step (no per-request CDF tables) and every other module is unchanged.
+
+Data flow (CAM context models, :mod:`model_store.entropy.causal_context`)::
+
+        knob k ──KnobTable──▶ gain a (M,), bias b (E1,)
+        y ──h_a──▶ z ──▶ ẑ ──h_s──▶ ψ ─┐
+        ŷ<t ──CAM──────────────────────┴─▶ params(+ b) ──▶ σ, μ
+        y ──▶ symbol = round((y - μ)·a) ──rANS(σ·a)──▶ ŷ = symbol / a + μ ──▶ g_s
+
+Training (``model_store.train`` on a preset with a ``rate_knob``) draws each crop's position uniformly on the
+log-λ scale, ``train_margin`` of the span past both ends, so the served ends are not the edge of what the model saw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["KnobPoint", "KnobTable", "RateKnob"]
+
+
+@dataclass(frozen=True)
+class RateKnob:
+    """The quality scale of a variable-rate model: codes ``1 .. levels``, log-spaced in λ."""
+
+    #: λ of ``λ·255²·MSE + bpp`` at code 1 and at the top code: the per-λ ladder's ends (erstc-small q1 and q10)
+    lambda_low: float = 0.0016
+    lambda_high: float = 0.36
+    #: Distinct codes. 255 is what the header's quality byte holds; over a 225x λ range a step moves λ by ~2 %, the
+    #: rate by ~1 %: fine enough for rate control to land within 3 % of a byte budget with one real encode.
+    levels: int = 255
+    #: Learned gain vectors (and parameter-net biases) spread evenly over the training range.
+    anchors: int = 12
+    #: How far past each end of the served range training draws λ, as a fraction of the log-λ span.
+    train_margin: float = 0.1
+    #: λ of the per-λ weights a fine-tune starts from: the gains start at ``sqrt(λ / reference_lambda)``.
+    reference_lambda: float = 0.03
+    #: Codes validation scores (low to high rate); ``model_store.train`` picks best.pt by their geometric mean loss.
+    validation_codes: tuple = (1, 64, 128, 191, 255)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.lambda_low < self.lambda_high and 2 <= self.levels <= 255 and self.anchors >= 2):
+            raise ValueError(f"invalid rate knob {self}")
+        if any(not 1 <= c <= self.levels for c in self.validation_codes):
+            raise ValueError(f"validation codes {self.validation_codes} outside 1..{self.levels}")
+
+    @property
+    def codes(self) -> range:
+        return range(1, self.levels + 1)
+
+    def check_code(self, code: int) -> int:
+        """``code`` as an int, or ValueError if it is not one of this scale's codes."""
+        if isinstance(code, bool) or int(code) != code or not 1 <= int(code) <= self.levels:
+            raise ValueError(f"quality knob {code!r} is not an integer in 1..{self.levels}")
+        return int(code)
+
+    def position(self, code: int) -> float:
+        """Where ``code`` sits on the scale: 0.0 at code 1, 1.0 at the top code."""
+        return (self.check_code(code) - 1) / (self.levels - 1)
+
+    def lambda_at(self, position):
+        """λ at a position (a float or a tensor of them) on the log-λ scale."""
+        log_span = math.log(self.lambda_high / self.lambda_low)
+        if isinstance(position, Tensor):
+            return self.lambda_low * torch.exp(position * log_span)
+        return self.lambda_low * math.exp(position * log_span)
+
+    def code_lambda(self, code: int) -> float:
+        return self.lambda_at(self.position(code))
+
+    def nearest_code(self, lmbda: float) -> int:
+        """The code whose λ is closest to ``lmbda`` on the log scale (clamped to the scale's ends)."""
+        position = math.log(lmbda / self.lambda_low) / math.log(self.lambda_high / self.lambda_low)
+        return min(self.levels, max(1, round(1 + position * (self.levels - 1))))
+
+    def anchor_positions(self) -> List[float]:
+        """Positions of the learned anchors: evenly over ``[-train_margin, 1 + train_margin]``."""
+        low, high = -self.train_margin, 1.0 + self.train_margin
+        return [low + (high - low) * i / (self.anchors - 1) for i in range(self.anchors)]
+
+    def sample_positions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``n`` training positions, uniform on the log-λ scale over the training range."""
+        low, high = -self.train_margin, 1.0 + self.train_margin
+        return low + (high - low) * torch.rand(n, generator=generator)
+
+
+class KnobPoint(NamedTuple):
+    """What one knob position does to the model: per-channel latent gains and the parameter net's extra bias."""
+
+    gain: Tensor  # (..., M), > 0
+    bias: Tensor  # (..., E1)
+
+
+class KnobTable(nn.Module):
+    """Learned per-anchor log-gains ``(A, M)`` and parameter-net biases ``(A, E1)``, interpolated piecewise linearly
+    in the knob position (module docstring). Everything is in the table's own dtype, so the canonical float64 copy
+    computes a code's gains the same way on every machine."""
+
+    def __init__(self, knob: RateKnob, latent_channels: int, bias_channels: int):
+        super().__init__()
+        self.knob = knob
+        anchors = torch.tensor([knob.lambda_at(p) for p in knob.anchor_positions()], dtype=torch.float64)
+        log_gain = 0.5 * torch.log(anchors / knob.reference_lambda)
+        self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, latent_channels).float())
+        self.param_bias = nn.Parameter(torch.zeros(knob.anchors, bias_channels))
+
+    def weights(self, positions: Tensor) -> Tensor:
+        """``(B, A)`` interpolation weights (two non-zero per row, summing to 1; clamped at the ends)."""
+        anchors = torch.tensor(self.knob.anchor_positions(), dtype=self.log_gain.dtype, device=self.log_gain.device)
+        spacing = anchors[1] - anchors[0]
+        u = ((positions.to(anchors) - anchors[0]) / spacing).clamp(0, self.knob.anchors - 1)
+        low = u.floor().clamp(max=self.knob.anchors - 2)
+        frac = (u - low).unsqueeze(1)
+        columns = torch.arange(self.knob.anchors, device=u.device)
+        low = low.long().unsqueeze(1)
+        return (columns == low) * (1 - frac) + (columns == low + 1) * frac
+
+    def forward(self, positions: Tensor) -> KnobPoint:
+        """Gains ``(B, M)`` and biases ``(B, E1)`` at knob positions ``(B,)``."""
+        w = self.weights(positions)
+        return KnobPoint(torch.exp(w @ self.log_gain), w @ self.param_bias)
+
+    @torch.no_grad()
+    def at_code(self, code: int) -> KnobPoint:
+        """The gains ``(M,)`` and bias ``(E1,)`` of one header code (the coding path)."""
+        position = torch.tensor([self.knob.position(code)], dtype=torch.float64)
+        gain, bias = self(position)
+        return KnobPoint(gain[0], bias[0])
