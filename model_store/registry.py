@@ -6,10 +6,16 @@ On-disk layout (Triton-like, one folder per model and version)::
         default.json                      {"model": "<model id>"}: what the service and CLI use by default
         <model id>/<version>/manifest.json   arch, preset, qualities -> {file, sha256, bytes, lambda, rd}, recipe
         <model id>/<version>/q<N>.safetensors   fp16 parameters + int32 CDF tables (computed once at export)
+        <model id>/<version>/model.safetensors  a variable-rate model's one file for every knob code
         <model id>/<version>/MODEL_CARD.md
 
 A model id is ``<arch>-<preset>`` (e.g. ``stf-small``). The sha256 in the manifest is checked when a file is
 loaded and is written into every bitstream header, so a stream made with other weights is refused by name.
+
+A variable-rate model (a preset with a ``rate_knob``) ships one file; its manifest says ``"variable_rate":
+{"levels": N}`` and lists under ``qualities`` the codes its release measured (all naming that file). Every code
+``1..N`` resolves to the file; :func:`shipped_models` reports the listed ones (what evaluation and the ladder of
+served qualities use).
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class WeightsEntry:
     rd: dict = field(default_factory=dict, compare=False, hash=False)
     #: {"commit", "path"} when the file was retired from the tree (model_store/retirement.py), else None
     retired: Optional[dict] = field(default=None, compare=False, hash=False)
+    #: False for a variable-rate model's codes its manifest does not list (resolvable, not reported as shipped)
+    listed: bool = field(default=True, compare=False, hash=False)
 
     @property
     def digest(self) -> bytes:
@@ -92,21 +100,34 @@ def weights_path(version_dir: Path, item: dict) -> Path:
 
 
 def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
-    return {
-        int(q): WeightsEntry(
+    def entry(quality: int, item: dict, lmbda: float, listed: bool = True) -> WeightsEntry:
+        return WeightsEntry(
             model_id=manifest["model"],
             arch=manifest["arch"],
             preset=manifest["preset"],
             version=manifest["version"],
-            quality=int(q),
+            quality=quality,
             path=weights_path(manifest["_dir"], item),
             sha256=item["sha256"],
-            lmbda=float(item["lambda"]),
-            rd=dict(item.get("rd") or {}),
+            lmbda=lmbda,
+            rd=dict(item.get("rd") or {}) if listed else {},
             retired=item.get("retired"),
+            listed=listed,
         )
-        for q, item in manifest["qualities"].items()
-    }
+
+    listed = {int(q): entry(int(q), item, float(item["lambda"])) for q, item in manifest["qualities"].items()}
+    variable = manifest.get("variable_rate")
+    if not variable or not listed:
+        return listed
+    files = {(e.path, e.sha256) for e in listed.values()}
+    if len(files) != 1:
+        raise WeightsFileError(f"{manifest['model']} {manifest['version']}: a variable-rate model ships one file")
+    item = next(iter(manifest["qualities"].values()))
+    knob = get_preset(manifest["arch"], manifest["preset"]).rate_knob
+    if knob is None or int(variable["levels"]) != knob.levels:
+        raise WeightsFileError(f"{manifest['model']} {manifest['version']}: the preset has no knob of that scale")
+    every = {code: entry(code, item, knob.code_lambda(code), listed=False) for code in knob.codes}
+    return {**every, **listed}
 
 
 @lru_cache(maxsize=None)
@@ -130,8 +151,8 @@ def _index(root: Path = WEIGHTS_ROOT) -> Dict[str, Dict[int, WeightsEntry]]:
 
 
 def shipped_models(root: Path = WEIGHTS_ROOT) -> Dict[str, List[int]]:
-    """Model ids that ship weights, with their qualities."""
-    return {model: sorted(entries) for model, entries in _index(root).items()}
+    """Model ids that ship weights, with their qualities (a variable-rate model's listed codes)."""
+    return {model: sorted(q for q, e in entries.items() if e.listed) for model, entries in _index(root).items()}
 
 
 def default_model(root: Path = WEIGHTS_ROOT) -> str:
@@ -326,6 +347,9 @@ def write_model_version(
     """
     model_id = f"{arch}-{preset}"
     folder = root / model_id / version
+    knob = get_preset(arch, preset).rate_knob
+    if knob is not None:
+        return _write_variable_rate_version(models, arch, preset, version, root, recipe, rd_points, reused)
     qualities = {}
     for quality, old_version in sorted((reused or {}).items()):
         if quality in models:
@@ -356,15 +380,65 @@ def write_model_version(
             "lambda": preset_lambda(arch, preset, quality),
             "rd": (rd_points or {}).get(quality, {}),
         }
-    manifest = {
-        "model": model_id,
-        "arch": arch,
-        "preset": preset,
-        "version": version,
-        "qualities": qualities,
-        "recipe": recipe or {},
-    }
+    return _write_manifest(
+        folder,
+        {
+            "model": model_id,
+            "arch": arch,
+            "preset": preset,
+            "version": version,
+            "qualities": qualities,
+            "recipe": recipe or {},
+        },
+    )
+
+
+def _write_manifest(folder: Path, manifest: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)  # a release may reuse every file and write none
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     refresh()
     return folder
+
+
+#: a variable-rate version's one weights file
+VARIABLE_RATE_FILE = "model.safetensors"
+
+
+def _write_variable_rate_version(
+    models: Dict[int, LearnedImageCodec],
+    arch: str,
+    preset: str,
+    version: str,
+    root: Path,
+    recipe: Optional[dict],
+    rd_points: Optional[Dict[int, dict]],
+    reused: Optional[Dict[int, str]],
+) -> Path:
+    """A variable-rate model's version: one file, the manifest listing ``models``' codes (the measured ones)."""
+    if reused:
+        raise ValueError("a variable-rate version ships its one file; it cannot reuse per-quality files")
+    if not models:
+        raise ValueError("a variable-rate version needs its model (and the codes to list)")
+    first, *others = models.values()
+    state = first.state_dict()
+    for other in others:
+        if other is not first and any(not torch.equal(v, state[k]) for k, v in other.state_dict().items()):
+            raise ValueError("a variable-rate version ships one file: every listed code must name the same weights")
+    model_id = f"{arch}-{preset}"
+    folder = root / model_id / version
+    knob = first.rate_knob
+    digest = save_weights(first, folder / VARIABLE_RATE_FILE, metadata={"model": model_id, "levels": str(knob.levels)})
+    size = (folder / VARIABLE_RATE_FILE).stat().st_size
+    qualities = {
+        str(code): {
+            "file": VARIABLE_RATE_FILE,
+            "sha256": digest,
+            "bytes": size,
+            "lambda": knob.code_lambda(knob.check_code(code)),
+            "rd": (rd_points or {}).get(code, {}),
+        }
+        for code in sorted(models)
+    }
+    manifest = {"model": model_id, "arch": arch, "preset": preset, "version": version, "qualities": qualities}
+    manifest.update(variable_rate={"levels": knob.levels}, recipe=recipe or {})
+    return _write_manifest(folder, manifest)

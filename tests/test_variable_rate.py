@@ -207,3 +207,40 @@ def test_the_effort_search_works_at_the_codes_own_lambda():
     plain, searched = codec.compress(img, quality=4), codec.compress(img, effort=1, quality=4)
     assert codec.rd_cost(img, searched) <= codec.rd_cost(img, plain)
     assert codec.lambda_of(4) == pytest.approx(ERSTC_TINY_KNOB.code_lambda(4))
+
+
+# -- shipping -------------------------------------------------------------------------------------------------------
+def test_an_exported_variable_rate_version_is_one_file_that_serves_every_code(image_dirs, tmp_path):  # noqa: F811
+    from model_store import container, registry
+    from model_store.codec import codec_for_stream, load_codec
+    from model_store.train import export
+
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config(image_dirs, out, steps=1), arch="erstc", preset="tiny-vr", quality=1))
+    root = tmp_path / "weights"
+    folder = export("erstc", "tiny-vr", "v1", {1: str(out / "last.pt"), 16: str(out / "last.pt")}, root=str(root))
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == [registry.VARIABLE_RATE_FILE]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["variable_rate"] == {"levels": 16} and sorted(manifest["qualities"]) == ["1", "16"]
+    assert registry.shipped_models(root)["erstc-tiny-vr"] == [1, 16]  # what the release measured
+    unlisted = registry.resolve("erstc-tiny-vr", 7, root=root)  # any code resolves to the one file
+    assert not unlisted.listed and unlisted.lmbda == pytest.approx(ERSTC_TINY_KNOB.code_lambda(7))
+    img = natural_image(64, 64)
+    stream = load_codec("erstc-tiny-vr", 7, root=root).compress(img, quality=5)
+    assert container.parse_header(stream).quality == 5
+    decoder = codec_for_stream(stream, root=root)
+    assert decoder.identity.digest.hex() == manifest["qualities"]["1"]["sha256"]
+    assert decoder.decompress(stream).shape == img.shape
+
+
+def test_a_variable_rate_version_refuses_two_different_weights(image_dirs, tmp_path):  # noqa: F811
+    from model_store.train import export
+
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        cfg = dataclasses.replace(tiny_config(image_dirs, out, steps=1), arch="erstc", preset="tiny-vr", quality=1)
+        train(dataclasses.replace(cfg, seed=seed))
+        runs.append(str(out / "last.pt"))
+    with pytest.raises(ValueError, match="one file"):
+        export("erstc", "tiny-vr", "v1", {1: runs[0], 16: runs[1]}, root=str(tmp_path / "weights"))
