@@ -230,13 +230,21 @@ class ImageCodec:
         """The λ a stream of ``quality`` is coded for (what ``effort`` and ``rd_cost`` weigh)."""
         return self.rate_knob.code_lambda(quality) if self.rate_knob is not None else self.lmbda
 
-    @torch.no_grad()
     def encode_latent(self, y: Tensor, height: int, width: int, quality: Optional[int] = None) -> bytes:
         """Entropy-code one latent (``(C, h, w)`` or ``(1, C, h, w)``) into a complete container stream;
         ``quality``: a variable-rate model's knob code (default: the codec's own quality)."""
+        return self.encode_latent_and_reconstruct(y, height, width, quality)[0]
+
+    @torch.no_grad()
+    def encode_latent_and_reconstruct(
+        self, y: Tensor, height: int, width: int, quality: Optional[int] = None
+    ) -> Tuple[bytes, Tensor]:
+        """``encode_latent`` and the ŷ ``(1, C, h, w)`` (canonical dtype) every decoder of the stream will get:
+        the coding loop gives both sides the same values, so checking a stream's pixels needs no decode."""
         quality = self.quality_of(quality)
         knob = quality if self.rate_knob is not None else None
-        payload = self.canonical.compress_latent(y.reshape(1, *y.shape[-3:]), allow_banded=self.banded_hyper, knob=knob)
+        y1 = y.reshape(1, *y.shape[-3:])
+        payload, y_hat = self.canonical.compress_latent_and_reconstruct(y1, allow_banded=self.banded_hyper, knob=knob)
         pad_bottom, pad_right = pad_amounts(height, width, self.pad_multiple)
         header = container.StreamHeader(
             model_id=self.identity.model_id,
@@ -252,7 +260,7 @@ class ImageCodec:
             payload_crc=0,
             flags=container.FLAG_BANDED_HYPER if payload.banded_hyper else 0,
         )
-        return container.pack(header, [payload.z_string, payload.y_string], version=self.format_version)
+        return container.pack(header, [payload.z_string, payload.y_string], version=self.format_version), y_hat
 
     def compress_batch(
         self, images: Sequence[np.ndarray], effort: int = 0, quality: Optional[int] = None
