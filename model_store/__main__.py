@@ -79,16 +79,38 @@ def _compress(args) -> int:
         quality = registry.default_quality(registry.shipped_models().get(args.model or registry.default_model(), []))
     codec = load_codec(args.model, quality)
     codec.format_version = args.format_version
+    target = _rate_target(args)
     t0 = time.perf_counter()
-    data = codec.compress(image, effort=args.effort)
+    if target is None:
+        data, used, achieved = codec.compress(image, effort=args.effort), codec.identity.quality, ""
+    else:
+        from model_store.rate_control import compress_to_target
+
+        if args.effort:
+            raise SystemExit("error: --effort applies to a fixed --quality, not to a rate target")
+        result = compress_to_target(codec, image, target)
+        data, used = result.stream, result.quality
+        achieved = f", {target.kind} met in {result.probes} probes / {result.encodes} encodes"
+        if result.psnr is not None:
+            achieved += f", {result.psnr:.2f} dB"
     elapsed = time.perf_counter() - t0
     Path(args.output).write_bytes(data)
     h, w = image.shape[:2]
     print(
         f"{args.input}: {w}x{h} -> {len(data)} bytes, {bits_per_pixel(data, h, w):.4f} bpp "
-        f"({codec.identity.model_id} q{codec.identity.quality}, effort {args.effort}, {elapsed:.2f} s)"
+        f"({codec.identity.model_id} q{used}, effort {args.effort}{achieved}, {elapsed:.2f} s)"
     )
     return 0
+
+
+def _rate_target(args):
+    """The rate target the command line names, if any (argparse keeps the four flags mutually exclusive)."""
+    from model_store.rate_control import RateTarget
+
+    fields = {"max_bytes": args.max_bytes, "target_bpp": args.target_bpp, "min_psnr": args.min_psnr}
+    if all(v is None for v in fields.values()):
+        return None
+    return RateTarget(**fields)
 
 
 def _decompress(args) -> int:
@@ -124,9 +146,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--model", default=None, help="model id (default: the default model)")
-    p.add_argument(
-        "--quality", type=int, help=f"quality level (default: {DEFAULT_QUALITY}, or the model's nearest one)"
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--quality",
+        type=int,
+        help=f"quality level, or a variable-rate model's knob code (default: {DEFAULT_QUALITY}, or the nearest one)",
     )
+    rate.add_argument("--max-bytes", type=int, help="variable-rate models: the largest stream to make (never exceeded)")
+    rate.add_argument("--target-bpp", type=float, help="variable-rate models: the bits per pixel to land on (±3 %%)")
+    rate.add_argument("--min-psnr", type=float, help="variable-rate models: the RGB PSNR to reach (dB)")
     p.add_argument(
         "--effort",
         type=int,

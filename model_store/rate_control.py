@@ -53,6 +53,12 @@ class TargetUnreachableError(ModelStoreError):
     code = "target_unreachable"
 
 
+class RateControlUnsupportedError(ModelStoreError):
+    """The model has no quality knob to search (a per-λ model): name a quality instead, or a variable-rate model."""
+
+    code = "rate_control_unsupported"
+
+
 @dataclass(frozen=True)
 class RateTarget:
     """What the caller needs; exactly one field is set."""
@@ -136,7 +142,10 @@ def search_largest(value: Callable[[int], float], limit: float, low: int, high: 
 def compress_to_target(codec, image: np.ndarray, target: RateTarget) -> RateControlled:
     """The stream of ``image`` that meets ``target`` with ``codec`` (an ``ImageCodec`` of a variable-rate model)."""
     if codec.rate_knob is None:
-        raise ValueError(f"{codec.identity.model_id} is a per-λ model: rate control needs a variable-rate model")
+        raise RateControlUnsupportedError(
+            f"{codec.identity.model_id} is a per-λ model: rate control (max_bytes, target_bpp, min_psnr) needs a "
+            "variable-rate model"
+        )
     return _Search(codec, image).run(target)
 
 

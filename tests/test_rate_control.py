@@ -17,6 +17,7 @@ from model_store.codec import ImageCodec, ModelIdentity
 from model_store.rate_control import (
     PSNR_SLACK,
     TOLERANCE,
+    RateControlUnsupportedError,
     RateTarget,
     TargetUnreachableError,
     compress_to_target,
@@ -143,5 +144,27 @@ def test_rate_control_needs_a_variable_rate_model():
 
     model, _ = tiny_erstc()
     fixed = ImageCodec(model, ModelIdentity("erstc-tiny", 1, bytes(32)))
-    with pytest.raises(ValueError, match="per-λ model"):
+    with pytest.raises(RateControlUnsupportedError, match="per-λ model"):
         compress_to_target(fixed, IMAGES[0], RateTarget(max_bytes=1000))
+
+
+def test_the_command_line_compresses_to_a_byte_budget(tmp_path, monkeypatch, capsys):
+    from model_store import registry
+    from model_store.__main__ import main
+    from model_store.registry import write_model_version
+
+    root = tmp_path / "weights"
+    torch.manual_seed(0)
+    model = ERSTC(ERSTC_TINY).add_rate_knob(ERSTC_TINY_KNOB).eval()
+    write_model_version({1: model, 16: model}, "erstc", "tiny-vr", "v1", root=root)
+    monkeypatch.setattr(registry, "WEIGHTS_ROOT", root)
+    source, stream = tmp_path / "in.png", tmp_path / "out.lic"
+    from PIL import Image
+
+    Image.fromarray(IMAGES[0]).save(source)
+    smallest = len(codec().compress(IMAGES[0], quality=1))  # not the same weights: only a scale for the cap
+    cap = 3 * smallest
+    assert main(["compress", str(source), str(stream), "--model", "erstc-tiny-vr", "--max-bytes", str(cap)]) == 0
+    assert len(stream.read_bytes()) <= cap and "max_bytes met" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one way to say the rate at a time
+        main(["compress", str(source), str(stream), "--quality", "3", "--max-bytes", "100"])
