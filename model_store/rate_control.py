@@ -43,6 +43,8 @@ HEADER_GUESS = 64
 #: Width of the window of estimates the search accepts (a fraction of the goal): ~2 codes of erstc-small's knob, so
 #: a few probes find one, and with the estimate's ~1 % error the real stream still lands inside the tolerance.
 SEARCH_WINDOW = 0.015
+#: Encodes a ``max_bytes`` search may add when its stream landed more than :data:`TOLERANCE` below the cap.
+LANDED_LOW_TRIES = 2
 #: The same for PSNR targets, in dB above the goal.
 PSNR_WINDOW = 0.15
 
@@ -211,17 +213,39 @@ class _Search:
             return self.to_size(target.target_bpp * self.height * self.width / 8.0)
         return self.to_psnr(float(target.min_psnr))
 
+    def next_code(self, goal: float, low: int, high: int) -> int:
+        """The next code to encode for a size ``goal`` strictly between ``low`` and ``high`` (0 and top + 1 are
+        open ends), after at least one real encode: interpolated on log-size between the real streams that bracket
+        it when there are two, else the estimate corrected by the nearest real stream's ratio."""
+        real = {c: len(s) for c, (s, _) in self.streams.items()}
+        under = [c for c in real if c <= low and real[c] <= goal]
+        over = [c for c in real if c >= high and real[c] > goal]
+        if under and over:
+            c_lo, c_hi = max(under), min(over)
+            share = math.log(goal / real[c_lo]) / math.log(real[c_hi] / real[c_lo])
+            guess = c_lo + int(share * (c_hi - c_lo))
+        else:
+            nearest = min(real, key=lambda c: min(abs(c - low), abs(c - high)))
+            guess = self.code_for_size(goal * (1.0 - CAP_MARGIN), self.ratio(nearest), slack=SEARCH_WINDOW)
+        return min(high - 1, max(low + 1, guess))
+
     def to_cap(self, cap: int) -> RateControlled:
         code = self.code_for_size(cap * (1.0 - CAP_MARGIN), slack=SEARCH_WINDOW)
-        while len(self.stream(code)) > cap:  # never over the cap: step down on the corrected estimate
+        while len(self.stream(code)) > cap:  # never over the cap: step down, every step a real stream
             if code == 1:
                 raise TargetUnreachableError(
                     f"the smallest stream this model makes of this image is {len(self.stream(1))} bytes, "
                     f"above max_bytes={cap}"
                 )
-            code = min(code - 1, self.code_for_size(cap, self.ratio(code), high=code - 1, slack=SEARCH_WINDOW))
-        if len(self.stream(code)) < (1.0 - TOLERANCE) * cap and code < self.top:  # landed low: one try higher
-            higher = max(code + 1, self.code_for_size(cap, self.ratio(code), slack=SEARCH_WINDOW))
+            fitting = [c for c, (s, _) in self.streams.items() if len(s) <= cap]
+            code = self.next_code(cap, max(fitting, default=0), code)
+        for _ in range(LANDED_LOW_TRIES):  # landed low: try higher, keeping only what fits
+            if len(self.stream(code)) >= (1.0 - TOLERANCE) * cap:
+                break
+            ceiling = min((c for c, (s, _) in self.streams.items() if len(s) > cap), default=self.top + 1)
+            if ceiling - code <= 1:
+                break  # the next code up is over the cap: this is the largest stream that fits
+            higher = self.next_code(cap, code, ceiling)
             if len(self.stream(higher)) <= cap:
                 code = higher
         return self.result(code)
@@ -235,9 +259,19 @@ class _Search:
                 code += 1
             return code
 
+        def off(code: int) -> bool:
+            return abs(len(self.stream(code)) - goal) > TOLERANCE * goal
+
         code = closest(1.0)
-        if abs(len(self.stream(code)) - goal) > TOLERANCE * goal:
-            self.stream(closest(self.ratio(code)))  # one corrective encode on the corrected estimate
+        for _ in range(2):  # at most two corrective encodes, on real streams
+            if not off(code):
+                break
+            small = [c for c, (s, _) in self.streams.items() if len(s) <= goal]
+            large = [c for c, (s, _) in self.streams.items() if len(s) > goal]
+            low, high = max(small, default=0), min(large, default=self.top + 1)
+            if high - low <= 1:
+                break
+            self.stream(self.next_code(goal, low, high))
             code = min(self.streams, key=lambda c: abs(len(self.streams[c][0]) - goal))
         smallest = len(self.stream(code))
         if code == 1 and smallest > goal * (1.0 + TOLERANCE):
