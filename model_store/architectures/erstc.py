@@ -351,29 +351,39 @@ register(
         extra=_extra(),
     )
 )
-register(
-    Preset(
+
+
+def _variable_rate(name: str, cfg: ERSTCConfig, knob: RateKnob, description: str, departures: str) -> Preset:
+    """A variable-rate preset: one model for every code of ``knob`` (its qualities are the codes)."""
+    return Preset(
         arch="erstc",
-        name="small-vr",
-        lambdas={code: ERSTC_SMALL_KNOB.code_lambda(code) for code in ERSTC_SMALL_KNOB.codes},
-        build=lambda q: ERSTC(ERSTC_SMALL).add_rate_knob(ERSTC_SMALL_KNOB),
-        description="variable-rate erstc-small: one model, quality knob 1-255 over the small ladder's λ range",
-        departures="as erstc-small, plus per-channel latent gains and a parameter-net bias per knob position "
-        "(QVRF-style, model_store.architectures.variable_rate)",
+        name=name,
+        lambdas={code: knob.code_lambda(code) for code in knob.codes},
+        build=lambda q: ERSTC(cfg).add_rate_knob(knob),
+        description=description,
+        departures=departures,
         extra=_extra(),
-        rate_knob=ERSTC_SMALL_KNOB,
+        rate_knob=knob,
+    )
+
+
+register(
+    _variable_rate(
+        "small-vr",
+        ERSTC_SMALL,
+        ERSTC_SMALL_KNOB,
+        "variable-rate erstc-small: one model, quality knob 1-255 over the small ladder's λ range",
+        "as erstc-small, plus per-channel latent gains and a parameter-net bias per knob position "
+        "(QVRF-style, model_store.architectures.variable_rate)",
     )
 )
 register(
-    Preset(
-        arch="erstc",
-        name="tiny-vr",
-        lambdas={code: ERSTC_TINY_KNOB.code_lambda(code) for code in ERSTC_TINY_KNOB.codes},
-        build=lambda q: ERSTC(ERSTC_TINY).add_rate_knob(ERSTC_TINY_KNOB),
-        description="structural-test variable-rate ERSTC (random init)",
-        departures="erstc-tiny with a 16-code knob; for tests only",
-        extra=_extra(),
-        rate_knob=ERSTC_TINY_KNOB,
+    _variable_rate(
+        "tiny-vr",
+        ERSTC_TINY,
+        ERSTC_TINY_KNOB,
+        "structural-test variable-rate ERSTC (random init)",
+        "erstc-tiny with a 16-code knob; for tests only",
     )
 )
 register(
