@@ -24,8 +24,8 @@ def recorded_rate_forward(model, y):
     seen = {}
     original = model.entropy_params_map
 
-    def spy(hyper, context_input):
-        scales, means = original(hyper, context_input)
+    def spy(hyper, context_input, *knob_bias):
+        scales, means = original(hyper, context_input, *knob_bias)
         seen.update(context_input=context_input.detach().clone(), means=means.detach().clone())
         return scales, means
 
