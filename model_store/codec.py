@@ -306,7 +306,7 @@ class ImageCodec:
     def check_header(self, header: container.StreamHeader) -> None:
         """Everything that can be refused before decoding: identity, limits, shape consistency."""
         same_quality = header.quality == self.identity.quality or (
-            self.rate_knob is not None and 1 <= header.quality <= self.rate_knob.levels
+            self.rate_knob is not None and self.rate_knob.has_code(header.quality)
         )
         if header.model_id != self.identity.model_id or not same_quality:
             raise UnknownModelError(

@@ -73,7 +73,7 @@ class WeightsEntry:
         if model_id != self.model_id:
             return False
         knob = get_preset(self.arch, self.preset).rate_knob
-        return quality == self.quality or (knob is not None and 1 <= quality <= knob.levels)
+        return quality == self.quality or (knob is not None and knob.has_code(quality))
 
 
 def _manifests(root: Path) -> List[dict]:

@@ -69,9 +69,13 @@ class RateKnob:
     def codes(self) -> range:
         return range(1, self.levels + 1)
 
+    def has_code(self, code) -> bool:
+        """Whether ``code`` is one of this scale's codes (an integer in ``1..levels``)."""
+        return not isinstance(code, bool) and int(code) == code and 1 <= int(code) <= self.levels
+
     def check_code(self, code: int) -> int:
         """``code`` as an int, or ValueError if it is not one of this scale's codes."""
-        if isinstance(code, bool) or int(code) != code or not 1 <= int(code) <= self.levels:
+        if not self.has_code(code):
             raise ValueError(f"quality knob {code!r} is not an integer in 1..{self.levels}")
         return int(code)
 
