@@ -162,6 +162,7 @@ class _Search:
         self.probe = codec.model.knob_probe(self.y.to(codec.device))
         self._bytes: Dict[int, float] = {}
         self._psnr: Dict[int, float] = {}
+        self._real_psnr: Dict[int, float] = {}
         self.streams: Dict[int, Tuple[bytes, Tensor]] = {}
 
     # -- estimates and real encodes -----------------------------------------------------------------------------
@@ -186,9 +187,15 @@ class _Search:
         return self.streams[code][0]
 
     def real_psnr(self, code: int) -> float:
-        """PSNR of what every decoder of the stream at ``code`` shows (the encoder knows its ŷ exactly)."""
-        self.stream(code)
-        return metrics.psnr(self._pixels(self.streams[code][1].float()), self.image)
+        """PSNR of what every decoder of the stream at ``code`` shows (the encoder knows its ŷ exactly; g_s once)."""
+        if code not in self._real_psnr:
+            self.stream(code)
+            self._real_psnr[code] = metrics.psnr(self._pixels(self.streams[code][1].float()), self.image)
+        return self._real_psnr[code]
+
+    def sizes(self) -> Dict[int, int]:
+        """Byte size of every real stream encoded so far, by code."""
+        return {c: len(s) for c, (s, _) in self.streams.items()}
 
     def result(self, code: int, psnr: Optional[float] = None) -> RateControlled:
         stream = self.stream(code)
@@ -217,7 +224,7 @@ class _Search:
         """The next code to encode for a size ``goal`` strictly between ``low`` and ``high`` (0 and top + 1 are
         open ends), after at least one real encode: interpolated on log-size between the real streams that bracket
         it when there are two, else the estimate corrected by the nearest real stream's ratio."""
-        real = {c: len(s) for c, (s, _) in self.streams.items()}
+        real = self.sizes()
         under = [c for c in real if c <= low and real[c] <= goal]
         over = [c for c in real if c >= high and real[c] > goal]
         if under and over:
@@ -237,12 +244,11 @@ class _Search:
                     f"the smallest stream this model makes of this image is {len(self.stream(1))} bytes, "
                     f"above max_bytes={cap}"
                 )
-            fitting = [c for c, (s, _) in self.streams.items() if len(s) <= cap]
-            code = self.next_code(cap, max(fitting, default=0), code)
+            code = self.next_code(cap, max((c for c, n in self.sizes().items() if n <= cap), default=0), code)
         for _ in range(LANDED_LOW_TRIES):  # landed low: try higher, keeping only what fits
             if len(self.stream(code)) >= (1.0 - TOLERANCE) * cap:
                 break
-            ceiling = min((c for c, (s, _) in self.streams.items() if len(s) > cap), default=self.top + 1)
+            ceiling = min((c for c, n in self.sizes().items() if n > cap), default=self.top + 1)
             if ceiling - code <= 1:
                 break  # the next code up is over the cap: this is the largest stream that fits
             higher = self.next_code(cap, code, ceiling)
@@ -266,13 +272,13 @@ class _Search:
         for _ in range(2):  # at most two corrective encodes, on real streams
             if not off(code):
                 break
-            small = [c for c, (s, _) in self.streams.items() if len(s) <= goal]
-            large = [c for c, (s, _) in self.streams.items() if len(s) > goal]
-            low, high = max(small, default=0), min(large, default=self.top + 1)
+            sizes = self.sizes()
+            low = max((c for c, n in sizes.items() if n <= goal), default=0)
+            high = min((c for c, n in sizes.items() if n > goal), default=self.top + 1)
             if high - low <= 1:
                 break
             self.stream(self.next_code(goal, low, high))
-            code = min(self.streams, key=lambda c: abs(len(self.streams[c][0]) - goal))
+            code = min(self.sizes().items(), key=lambda item: abs(item[1] - goal))[0]
         smallest = len(self.stream(code))
         if code == 1 and smallest > goal * (1.0 + TOLERANCE):
             bpp = metrics.bpp(smallest, self.height, self.width)
