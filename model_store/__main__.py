@@ -76,7 +76,7 @@ def _compress(args) -> int:
     image = open_image(Path(args.input))
     quality = args.quality
     if quality is None:
-        quality = registry.default_quality(registry.shipped_models().get(args.model or registry.default_model(), []))
+        quality = registry.model_default_quality(args.model)
     codec = load_codec(args.model, quality)
     codec.format_version = args.format_version
     target = _rate_target(args)

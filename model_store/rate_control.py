@@ -29,7 +29,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 from torch import Tensor
 
-from model_store import metrics
+from model_store import cancellation, metrics
 from model_store.errors import ModelStoreError
 
 #: How close ``max_bytes`` (from below) and ``target_bpp`` (either side) must land, as a fraction of the target.
@@ -141,24 +141,33 @@ def search_largest(value: Callable[[int], float], limit: float, low: int, high: 
     return below
 
 
-def compress_to_target(codec, image: np.ndarray, target: RateTarget) -> RateControlled:
-    """The stream of ``image`` that meets ``target`` with ``codec`` (an ``ImageCodec`` of a variable-rate model)."""
+def check_supported(codec) -> None:
+    """Raise :class:`RateControlUnsupportedError` unless ``codec`` has a quality knob to search."""
     if codec.rate_knob is None:
         raise RateControlUnsupportedError(
             f"{codec.identity.model_id} is a per-λ model: rate control (max_bytes, target_bpp, min_psnr) needs a "
-            "variable-rate model"
+            "variable-rate model; name a quality instead"
         )
-    return _Search(codec, image).run(target)
+
+
+def compress_to_target(codec, image: np.ndarray, target: RateTarget, latent: Optional[Tensor] = None) -> RateControlled:
+    """The stream of ``image`` that meets ``target`` with ``codec`` (an ``ImageCodec`` of a variable-rate model).
+    ``latent``: ``codec.analyse([image])`` if the caller already ran it (the service batches g_a across requests).
+
+    The search checks the calling thread's cancellation token between probes and encodes, so an abandoned
+    request stops within one of them."""
+    check_supported(codec)
+    return _Search(codec, image, latent).run(target)
 
 
 class _Search:
     """One image's rate-control search: the latent and the knob probe are computed once, real encodes cached."""
 
-    def __init__(self, codec, image: np.ndarray):
+    def __init__(self, codec, image: np.ndarray, latent: Optional[Tensor] = None):
         self.codec, self.image = codec, image
         self.height, self.width = image.shape[:2]
         self.top = codec.rate_knob.levels
-        self.y = codec.analyse([image])
+        self.y = codec.analyse([image]) if latent is None else latent.reshape((1,) + tuple(latent.shape[-3:]))
         self.probe = codec.model.knob_probe(self.y.to(codec.device))
         self._bytes: Dict[int, float] = {}
         self._psnr: Dict[int, float] = {}
@@ -168,11 +177,13 @@ class _Search:
     # -- estimates and real encodes -----------------------------------------------------------------------------
     def estimated_bytes(self, code: int) -> float:
         if code not in self._bytes:
+            cancellation.check()
             self._bytes[code] = self.probe.bits(code) / 8.0 + HEADER_GUESS
         return self._bytes[code]
 
     def estimated_psnr(self, code: int) -> float:
         if code not in self._psnr:
+            cancellation.check()
             y_hat = self.probe.reconstruction(code).float().cpu()
             self._psnr[code] = metrics.psnr(self._pixels(y_hat), self.image)
         return self._psnr[code]

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save
 
 from model_store.architectures.base import LearnedImageCodec
 from model_store.architectures.registry import create_model, get_preset
+from model_store.architectures.variable_rate import RateKnob
 from model_store.errors import UnknownModelError, WeightsFileError, WeightsRetiredError
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
@@ -67,12 +68,17 @@ class WeightsEntry:
     def digest(self) -> bytes:
         return bytes.fromhex(self.sha256)
 
+    @property
+    def rate_knob(self) -> Optional[RateKnob]:
+        """The quality knob of a variable-rate model's weights (None for a per-λ file)."""
+        return get_preset(self.arch, self.preset).rate_knob
+
     def serves(self, model_id: str, quality: int) -> bool:
         """Whether these weights decode a stream whose header names ``(model_id, quality)``: the same model at this
         quality, or, for a variable-rate model, at any code of its knob."""
         if model_id != self.model_id:
             return False
-        knob = get_preset(self.arch, self.preset).rate_knob
+        knob = self.rate_knob
         return quality == self.quality or (knob is not None and knob.has_code(quality))
 
 
@@ -176,6 +182,16 @@ def default_quality(qualities: Iterable[int]) -> int:
     server serves): :data:`DEFAULT_QUALITY`, else the nearest one, the lower of two equally near (the smaller
     stream). With no qualities at all it is :data:`DEFAULT_QUALITY`, so resolving it reports what is missing."""
     return min(sorted(set(qualities)), key=lambda q: abs(q - DEFAULT_QUALITY), default=DEFAULT_QUALITY)
+
+
+def model_default_quality(model: Optional[str] = None, root: Path = WEIGHTS_ROOT) -> int:
+    """What a caller who names ``model`` (None: the default model) but no quality gets: a variable-rate model's
+    :attr:`~model_store.architectures.variable_rate.RateKnob.default_code` (its listed codes are only what its release
+    measured), else :func:`default_quality` of the shipped ladder."""
+    model = model or default_model(root)
+    entries = _index(root).get(model, {})
+    knob = next(iter(entries.values())).rate_knob if entries else None
+    return knob.default_code if knob is not None else default_quality(shipped_models(root).get(model, []))
 
 
 def resolve(model: Optional[str], quality: int, root: Path = WEIGHTS_ROOT) -> WeightsEntry:

@@ -1,7 +1,8 @@
 """Command line: run the server, talk to one, or write the OpenAPI contract.
 
     python -m service [serve] [--host H] [--port P] [--settings FILE]     settings also from LIC_* env vars
-    python -m service compress IN.png OUT.bin [--quality 4] [--model M] [--url URL] [--multipart]
+    python -m service compress IN.png OUT.bin [--quality 4 | --max-bytes N | --target-bpp B | --min-psnr DB]
+                               [--model M] [--url URL] [--multipart]
     python -m service decompress OUT.bin BACK.png [--format png|webp|jpeg] [--url URL]
     python -m service openapi [--out openapi/openapi.json] [--check]
     python -m service loadtest IMAGE --quality 1 [--factor 2] [--url URL] [--json OUT.json]   capacity + overload
@@ -21,6 +22,12 @@ from typing import List, Optional
 COMMANDS = ("serve", "compress", "decompress", "openapi", "loadtest")
 OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 _FORMATS = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+#: The rate-target flags of ``compress`` (the server's query parameters, see POST /compress).
+_RATE_TARGETS = (
+    ("--max-bytes", int, "the largest stream to make (never exceeded)"),
+    ("--target-bpp", float, "the bits per pixel to land on (within 3 %%)"),
+    ("--min-psnr", float, "the RGB PSNR in dB the decoded image must reach"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     compress = sub.add_parser("compress", help="compress an image file through a running server")
     compress.add_argument("input", type=Path)
     compress.add_argument("output", type=Path)
-    compress.add_argument("--quality", type=int, help="quality level (default: the server's default for the model)")
+    chosen = compress.add_mutually_exclusive_group()
+    chosen.add_argument("--quality", type=int, help="quality level (default: the server's default for the model)")
+    for flag, kind, what in _RATE_TARGETS:
+        chosen.add_argument(flag, type=kind, help=f"instead of --quality, with a variable-rate model: {what}")
     compress.add_argument("--model", help="model id (default: the server's default model)")
     compress.add_argument("--url", default=DEFAULT_URL)
     compress.add_argument("--multipart", action="store_true", help="upload as multipart/form-data")
@@ -108,12 +118,22 @@ def _compress(args) -> int:
 
     with LicClient(args.url) as client:
         result = client.compress(
-            args.input, quality=args.quality, model=args.model, multipart=args.multipart, effort=args.effort
+            args.input,
+            quality=args.quality,
+            model=args.model,
+            multipart=args.multipart,
+            effort=args.effort,
+            max_bytes=args.max_bytes,
+            target_bpp=args.target_bpp,
+            min_psnr=args.min_psnr,
         )
     args.output.write_bytes(result.stream)
+    achieved = f"; {result.rate_control}" if result.rate_control else ""
+    if result.psnr is not None:
+        achieved += f", {result.psnr:.2f} dB"
     print(
         f"{args.input}: {result.width}x{result.height}, {result.original_bytes} -> {result.compressed_bytes} bytes, "
-        f"{result.bpp:.4f} bpp ({result.model} q{result.quality}, effort {result.effort})"
+        f"{result.bpp:.4f} bpp ({result.model} q{result.quality}, effort {result.effort}{achieved})"
     )
     return 0
 

@@ -30,6 +30,7 @@ from model_store import __version__, container
 from model_store.codec import decoder_kind
 from model_store.errors import ImageInputError, LimitExceededError, ModelStoreError
 from model_store.image_io import image_size
+from model_store.rate_control import RateTarget, check_supported
 from model_store.refine import MAX_EFFORT
 from service import media
 from service.access import ClientLimiter, TokenStore, client_key
@@ -50,7 +51,7 @@ from service.memory import HeapTrimMiddleware
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionMiddleware, MetricsMiddleware, RequestContextMiddleware
-from service.pipeline import COMPRESS, DECOMPRESS, CodecService, RequestContext, Timings
+from service.pipeline import COMPRESS, DECOMPRESS, RATE_CONTROL, CodecService, RequestContext, Timings
 from service.settings import ServiceSettings, load_settings
 
 log = logging.getLogger("service")
@@ -95,11 +96,24 @@ class QualityInfo(BaseModel):
     error: Optional[str] = None
 
 
+class KnobInfo(BaseModel):
+    """A variable-rate model's quality scale: one set of weights codes at any integer quality 1..levels."""
+
+    levels: int = Field(description="highest quality code; every integer 1..levels is a valid quality")
+    lambda_low: float = Field(description="rate-distortion trade-off at quality 1 (the smallest files)")
+    lambda_high: float = Field(description="rate-distortion trade-off at quality `levels`, log-spaced in between")
+
+
 class ModelInfo(BaseModel):
     model: str
     arch: str
     preset: str
     default_quality: int = Field(description="the quality POST /compress uses when the request names none")
+    variable_rate: Optional[KnobInfo] = Field(
+        None,
+        description="set for a variable-rate model: any quality 1..levels, and rate targets (max_bytes, target_bpp, "
+        "min_psnr) on POST /compress; `qualities` then lists the codes measured on the validation photos",
+    )
     qualities: List[QualityInfo]
 
 
@@ -146,7 +160,9 @@ def _header(description: str, type_: str = "string") -> dict:
 _RESULT_HEADERS = {
     "X-Model": _header("model id that made the stream"),
     "X-Quality": _header(
-        "quality level of the stream (on /compress without quality: the model's default_quality)", "integer"
+        "quality level of the stream (on /compress without quality: the model's default_quality; with a rate "
+        "target: the knob code the search chose)",
+        "integer",
     ),
     "X-Image-Width": _header("image width in pixels", "integer"),
     "X-Image-Height": _header("image height in pixels", "integer"),
@@ -183,6 +199,10 @@ _COMPRESS_RESPONSES = {
             "X-Original-Bytes": _header("bytes of the uploaded image file", "integer"),
             "X-Compressed-Bytes": _header("bytes of the bitstream", "integer"),
             "X-Effort": _header("encoder effort used (the request's effort parameter)", "integer"),
+            "X-Rate-Control": _header(
+                "with a rate target: the target and the search's work, e.g. `max_bytes=20000; probes=4; encodes=1`"
+            ),
+            "X-PSNR": _header("with min_psnr: the RGB PSNR of the decoded stream in dB", "number"),
         },
     },
     **_errors(
@@ -190,7 +210,7 @@ _COMPRESS_RESPONSES = {
         s404="unknown_model",
         s413="body_too_large",
         s415="unsupported_media_type",
-        s422="bad_image too_many_pixels deadline_too_short",
+        s422="bad_image too_many_pixels deadline_too_short target_unreachable rate_control_unsupported",
         **_UNAVAILABLE,
     ),
 }
@@ -233,6 +253,11 @@ Learned image compression over HTTP: images in, entropy-coded bitstreams out, an
 
 * `POST /compress?model=&quality=` with a PNG, JPEG or WebP body returns the bitstream. Both are optional: the
   server's default model, and that model's `default_quality` (`GET /v1/models`; `X-Quality` says which was used).
+* Or name what you need instead of a quality, with a variable-rate model (`variable_rate` in `GET /v1/models`):
+  `max_bytes` (the stream is never larger; within 3 % below), `target_bpp` (within 3 %) or `min_psnr` (met, at
+  most 0.3 dB above where the knob allows); exactly one of `quality`, `max_bytes`, `target_bpp`, `min_psnr`.
+  A target beyond the top quality gets the top quality's stream; one below the smallest stream (or a PSNR above
+  the best) is a 422 `target_unreachable` naming the reachable limit. `X-Quality` says which code was used.
 * `POST /decompress` with a bitstream returns the image (PNG by default; WebP or JPEG via `Accept`).
   The response is a pure function of the bitstream, the format and the decoder kind (CPU instruction set + torch
   build, or GPU), so it carries an `ETag` that names all three (strong on CPU, weak on GPU)
@@ -278,6 +303,33 @@ def _check_effort(settings: ServiceSettings, effort: int) -> None:
     """The server's own ceiling (the signature declares only the codec's, MAX_EFFORT, for the OpenAPI schema)."""
     if not 0 <= effort <= settings.max_effort:
         raise BadParameter(f"{_effort_range(settings)}, got {effort}")
+
+
+def _rate_target(
+    quality: Optional[int],
+    effort: int,
+    max_bytes: Optional[int],
+    target_bpp: Optional[float],
+    min_psnr: Optional[float],
+) -> Optional[RateTarget]:
+    """The request's rate target, if it names one (400 when it names two, or one with a quality or an effort)."""
+    given = {
+        k: v for k, v in dict(max_bytes=max_bytes, target_bpp=target_bpp, min_psnr=min_psnr).items() if v is not None
+    }
+    if not given:
+        return None
+    if quality is not None or len(given) > 1:
+        named = sorted(given) + (["quality"] if quality is not None else [])
+        raise BadParameter(f"give at most one of quality, max_bytes, target_bpp, min_psnr; got {', '.join(named)}")
+    if effort:
+        raise BadParameter(
+            "effort applies to a fixed quality; a rate target (max_bytes, target_bpp, min_psnr) "
+            "searches the quality itself at effort 0"
+        )
+    try:
+        return RateTarget(**given)
+    except ValueError as exc:
+        raise BadParameter(str(exc)) from None
 
 
 def _check_effort_pixels(settings: ServiceSettings, effort: int, width: int, height: int) -> None:
@@ -439,7 +491,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         names = {e["loc"][-1] for e in exc.errors()}
         if "quality" in names and service.pool.instances:
-            problems += f" (served models and qualities: {json.dumps(service.pool.served())})"
+            problems += f" (served models and qualities: {json.dumps(service.pool.served_description())})"
         if "effort" in names:
             problems += f" ({_effort_range(settings)})"
         return error_response(BadParameter(problems))
@@ -482,7 +534,22 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             None,
             ge=1,
             description="quality level of the model (1 = smallest files); the model's default_quality when omitted; "
-            "see GET /v1/models",
+            "see GET /v1/models (a variable-rate model takes any integer 1..levels)",
+        ),
+        max_bytes: Optional[int] = Query(
+            None,
+            ge=1,
+            description="rate target (variable-rate models): the largest stream that fits, never more bytes; "
+            "exclusive with quality, target_bpp and min_psnr",
+        ),
+        target_bpp: Optional[float] = Query(
+            None, gt=0, description="rate target (variable-rate models): the stream closest to this many bits per pixel"
+        ),
+        min_psnr: Optional[float] = Query(
+            None,
+            gt=0,
+            description="rate target (variable-rate models): the smallest stream whose decoded image reaches this "
+            "RGB PSNR in dB",
         ),
         model: Optional[str] = Query(None, description="model id; the server's default model when omitted"),
         effort: int = Query(
@@ -502,8 +569,11 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             arrival = time.monotonic()
             deadline = _deadline(settings, x_request_timeout, arrival)
             _check_effort(settings, effort)
-            inst = service.pool.get(model, quality)
-            request.state.instance = inst.key
+            target = _rate_target(quality, effort, max_bytes, target_bpp, min_psnr)
+            inst, quality = service.pool.get(model, quality)
+            request.state.instance = (inst.key[0], inst.label)
+            if target is not None:
+                check_supported(inst.codec)  # 422 before the body is read
             held.enter_context(service.reserve(inst, COMPRESS))  # sheds overload before reading the body
             declared = media.media_type(request.headers.get("content-type"))
             if declared not in media.IMAGE_TYPES and declared != media.MULTIPART:
@@ -517,19 +587,23 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                 raise ImageInputError("the body is not a PNG, JPEG or WebP image")
             width, height = image_size(data, service.pool.limits)  # the header: no pixel decoded yet
             _check_effort_pixels(settings, effort, width, height)
-            deadline = service.admit(inst, COMPRESS, width * height, arrival, x_request_timeout, effort)
+            work = RATE_CONTROL if target is not None else effort
+            deadline = service.admit(inst, COMPRESS, width * height, arrival, x_request_timeout, work)
             held.enter_context(limiter.hold_pixels(client, width * height))
             request.state.pixels = width * height
             ctx = RequestContext(deadline, _watch_disconnect(request), width * height)
             timings = Timings()
             try:
                 image = await service.decode_image(data, ctx, timings)
-                result = await service.compress(inst, image, ctx, timings, effort)
+                if target is None:
+                    result = await service.compress(inst, image, ctx, timings, effort, quality)
+                else:
+                    result = await service.compress_to_target(inst, image, ctx, timings, target)
             finally:
                 ctx.disconnected.cancel()
-            model_id, q = inst.key
-            metrics.observe_compression(model_id, q, len(data), len(result.stream), result.bpp)
-            headers = _result_headers(model_id, q, result.width, result.height, timings)
+            model_id = inst.key[0]
+            metrics.observe_compression(model_id, inst.label, len(data), len(result.stream), result.bpp)
+            headers = _result_headers(model_id, result.quality, result.width, result.height, timings)
             headers.update(
                 {
                     "X-Bits-Per-Pixel": f"{result.bpp:.6f}",
@@ -540,7 +614,14 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     "X-Effort": str(effort),
                 }
             )
-            metrics.efforts.labels(model_id, str(q), str(effort)).inc()
+            if result.rate is not None:
+                asked = getattr(target, target.kind)
+                headers["X-Rate-Control"] = (
+                    f"{target.kind}={asked:g}; " if isinstance(asked, float) else f"{target.kind}={asked}; "
+                ) + f"probes={result.rate.probes}; encodes={result.rate.encodes}"
+                if result.rate.psnr is not None:
+                    headers["X-PSNR"] = f"{result.rate.psnr:.4f}"
+            metrics.efforts.labels(model_id, inst.label, str(effort)).inc()
             return Response(result.stream, media_type=media.BITSTREAM, headers=headers)
 
     @app.post(
@@ -570,7 +651,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             body = await _read_body(request, settings.max_body_bytes, deadline, content_digest)
             header = container.parse_header(body)  # cheap: refuses damaged/unknown streams before any decoding
             inst, legacy = await service.instance_for_stream(header)
-            request.state.instance = inst.key
+            request.state.instance = (inst.key[0], inst.label)
             if not legacy:  # a legacy decode waits for the legacy lock instead, within its deadline
                 held.enter_context(service.reserve(inst, DECOMPRESS))  # before any rANS decoding
             inst.codec.check_header(header)  # weights digest (409), pixel limit and shapes (422)
@@ -591,7 +672,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                 result = await decode(inst, body, fmt, ctx, timings)
             finally:
                 ctx.disconnected.cancel()
-            headers = _result_headers(*inst.key, header.width, header.height, timings)
+            headers = _result_headers(inst.key[0], header.quality, header.width, header.height, timings)
             headers.update(
                 {
                     "ETag": etag,

@@ -3,6 +3,7 @@
     with LicClient("http://127.0.0.1:8000") as client:
         result = client.compress(Path("photo.png").read_bytes(), quality=4)   # or no quality: the default one
         png = client.decompress(result.stream).data
+        fits = client.compress(data, model="erstc-small-vr", max_bytes=20_000)  # a variable-rate model's targets
 
     async with AsyncLicClient(url) as client:
         result = await client.compress(data, quality=4)
@@ -56,6 +57,10 @@ class CompressResult:
     batch_size: int
     server_timing: Dict[str, float]  # name -> milliseconds
     effort: int = 0
+    #: with a rate target: what the server searched, e.g. "max_bytes=20000; probes=4; encodes=1"
+    rate_control: Optional[str] = None
+    #: with min_psnr: the PSNR of the decoded stream (dB)
+    psnr: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,10 @@ def _compress_request(
     multipart: bool,
     timeout_s: Optional[float],
     effort: int,
+    target: Dict[str, Optional[float]],
 ) -> dict:
     data = _read(image)
-    params: Dict[str, Union[str, int]] = {}
+    params: Dict[str, Union[str, int, float]] = {k: v for k, v in target.items() if v is not None}
     if quality is not None:  # else the server's default quality of the model (the result's quality says which)
         params["quality"] = quality
     if model:
@@ -161,6 +167,8 @@ def _compress_result(response: httpx.Response) -> CompressResult:
         batch_size=int(h["x-batch-size"]),
         server_timing=parse_server_timing(h.get("server-timing", "")),
         effort=int(h.get("x-effort", "0")),
+        rate_control=h.get("x-rate-control"),
+        psnr=float(h["x-psnr"]) if "x-psnr" in h else None,
     )
 
 
@@ -215,10 +223,17 @@ class LicClient:
         multipart: bool = False,
         timeout_s: Optional[float] = None,
         effort: int = 0,
+        *,
+        max_bytes: Optional[int] = None,
+        target_bpp: Optional[float] = None,
+        min_psnr: Optional[float] = None,
     ) -> CompressResult:
         """Compress a PNG/JPEG/WebP file (bytes or path) at ``quality`` (None: the model's default quality, which
-        ``result.quality`` reports); ``effort`` > 0 asks for a slower, better encoding (up to ``max_effort``)."""
-        request = _compress_request(image, quality, model, multipart, timeout_s, effort)
+        ``result.quality`` reports); ``effort`` > 0 asks for a slower, better encoding (up to ``max_effort``).
+        Instead of a quality, a variable-rate model takes one rate target: ``max_bytes`` (never exceeded),
+        ``target_bpp`` or ``min_psnr``; ``result.quality`` is the code the server chose."""
+        target = dict(max_bytes=max_bytes, target_bpp=target_bpp, min_psnr=min_psnr)
+        request = _compress_request(image, quality, model, multipart, timeout_s, effort, target)
         return _compress_result(self.http.post("/compress", **request))
 
     def decompress(
@@ -260,8 +275,13 @@ class AsyncLicClient:
         multipart: bool = False,
         timeout_s: Optional[float] = None,
         effort: int = 0,
+        *,
+        max_bytes: Optional[int] = None,
+        target_bpp: Optional[float] = None,
+        min_psnr: Optional[float] = None,
     ) -> CompressResult:
-        request = _compress_request(image, quality, model, multipart, timeout_s, effort)
+        target = dict(max_bytes=max_bytes, target_bpp=target_bpp, min_psnr=min_psnr)
+        request = _compress_request(image, quality, model, multipart, timeout_s, effort, target)
         return _compress_result(await self.http.post("/compress", **request))
 
     async def decompress(

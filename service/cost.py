@@ -31,6 +31,10 @@ class Price:
     def seconds(self, pixels: int) -> float:
         return self.overhead_s + self.per_megapixel_s * pixels / 1e6
 
+    def scaled(self, factor: float) -> "Price":
+        """This price times ``factor``: a first price for work measured to cost about that multiple of this."""
+        return Price(self.overhead_s * factor, self.per_megapixel_s * factor)
+
     def pixels_within(self, seconds: float) -> int:
         """The most pixels that fit in ``seconds`` (0 if not even the overhead does)."""
         if seconds <= self.overhead_s:
@@ -59,6 +63,11 @@ class CostModel:
         with self._lock:
             self.prices[key] = price
         return price
+
+    def seed(self, key: Hashable, price: Price) -> None:
+        """Set the price of ``key`` without measuring it (observed requests then refine it)."""
+        with self._lock:
+            self.prices[key] = price
 
     def observe(self, key: Hashable, pixels: int, seconds: float) -> None:
         """Fold one finished request's compute time into the per-megapixel term of its key."""

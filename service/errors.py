@@ -10,6 +10,7 @@ from typing import Dict, Optional, Tuple
 
 from model_store import errors as core
 from model_store.cancellation import Cancelled
+from model_store.rate_control import RateControlUnsupportedError, TargetUnreachableError
 
 
 class ServiceError(Exception):
@@ -121,6 +122,8 @@ class ClientGone(ServiceError):
 #: where they exist, so a client sees the same identifiers from the library and the service.
 _CORE: Tuple[Tuple[type, int, str], ...] = (
     (Cancelled, 504, DeadlineExceeded.code),
+    (TargetUnreachableError, 422, TargetUnreachableError.code),
+    (RateControlUnsupportedError, 422, RateControlUnsupportedError.code),
     (core.CoderMismatchError, 422, core.CoderMismatchError.code),
     (core.TruncatedStreamError, 422, core.TruncatedStreamError.code),
     (core.UnsupportedVersionError, 422, core.UnsupportedVersionError.code),

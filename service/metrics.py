@@ -1,7 +1,8 @@
 """Prometheus metrics, in base units (seconds, bytes, ratios) and with low-cardinality labels only.
 
 Labels take values from closed sets: ``endpoint`` is a route template (or ``other``), ``model``/``quality`` are
-served instances (or empty when a request named none that exists), ``status`` is an HTTP status, ``reason`` and
+served instances (``quality="knob"`` for a variable-rate model's one instance, whatever code a request used; or
+empty when a request named none that exists), ``target`` is ``max_bytes``/``target_bpp``/``min_psnr``, ``status`` is an HTTP status, ``reason`` and
 ``stage`` are fixed vocabularies. Every app owns its own ``CollectorRegistry``, so two apps in one process (tests)
 never share counters.
 
@@ -20,9 +21,12 @@ lic_original_bytes_total                      counter      model, quality   (upl
 lic_compressed_bytes_total                    counter      model, quality   (bitstreams returned)
 lic_rejections_total                          counter      reason           (the error code)
 lic_legacy_decodes_total                      counter      model, quality, version   (streams of older weights)
+lic_rate_control_probes                       histogram    model, target    (estimates per rate-controlled request)
+lic_rate_control_encodes                      histogram    model, target    (real entropy encodes per request)
 lic_instances_loaded / lic_instances_ready    gauge        -
 lic_device_memory_{allocated,reserved,total}_bytes, lic_device_utilization_ratio   gauge   device (GPU only)
-lic_cost_seconds_per_megapixel                gauge        model, op, effort   (admission's price, service/cost.py)
+lic_cost_seconds_per_megapixel                gauge        model, op, effort   (admission's price, service/cost.py;
+                                                                          effort "rate_control": a rate target)
 lic_cost_overhead_seconds                     gauge        model, op, effort
 ============================================  ===========  ===========================================
 
@@ -45,7 +49,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 BPP_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 
+PROBE_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)
+ENCODE_BUCKETS = (1, 2, 3, 4, 6, 8)
+
+#: Stages every compress and decompress passes through.
 STAGES = ("image_io", "queue_wait", "inference", "entropy_coding")
+#: The stage of a compression with a rate target instead of entropy_coding: the knob search and its real encodes.
+RATE_CONTROL_STAGE = "rate_control"
 
 
 class ServiceMetrics:
@@ -104,6 +114,21 @@ class ServiceMetrics:
             ["model", "quality", "version"],
             registry=r,
         )
+        targets = ["model", "target"]
+        self.rate_control_probes = Histogram(
+            "lic_rate_control_probes",
+            "Knob estimates a rate-controlled compression (max_bytes, target_bpp, min_psnr) searched through",
+            targets,
+            buckets=PROBE_BUCKETS,
+            registry=r,
+        )
+        self.rate_control_encodes = Histogram(
+            "lic_rate_control_encodes",
+            "Real entropy encodes a rate-controlled compression needed (1 when the estimate was right)",
+            targets,
+            buckets=ENCODE_BUCKETS,
+            registry=r,
+        )
         self.instances_loaded = Gauge(
             "lic_instances_loaded", "Configured (model, quality) instances loaded", registry=r
         )
@@ -114,16 +139,20 @@ class ServiceMetrics:
         self.requests.labels(*labels).inc()
         self.request_seconds.labels(*labels).observe(seconds)
 
-    def observe_stage(self, op: str, model: str, quality: int, stage: str, seconds: float) -> None:
+    def observe_stage(self, op: str, model: str, quality: str, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(op, model, str(quality), stage).observe(seconds)
 
-    def observe_compression(self, model: str, quality: int, original: int, compressed: int, bpp: float) -> None:
+    def observe_compression(self, model: str, quality: str, original: int, compressed: int, bpp: float) -> None:
         labels = (model, str(quality))
         self.original_bytes.labels(*labels).inc(original)
         self.compressed_bytes.labels(*labels).inc(compressed)
         self.bpp.labels(*labels).observe(bpp)
 
-    def queue_observer(self, op: str, model: str, quality: int) -> QueueObserver:
+    def observe_rate_control(self, model: str, target: str, probes: int, encodes: int) -> None:
+        self.rate_control_probes.labels(model, target).observe(probes)
+        self.rate_control_encodes.labels(model, target).observe(encodes)
+
+    def queue_observer(self, op: str, model: str, quality: str) -> QueueObserver:
         return _QueueMetrics(self, op, model, str(quality))
 
     def watch_device(self, device: str) -> None:
@@ -173,7 +202,7 @@ class _CostCollector:
         overhead = GaugeMetricFamily(
             "lic_cost_overhead_seconds", "Admission's estimate of per-request compute seconds", labels=labels
         )
-        for (model, op, effort), price in sorted(self.costs.snapshot().items()):
+        for (model, op, effort), price in sorted(self.costs.snapshot().items(), key=lambda item: str(item[0])):
             per_mp.add_metric([model, op, str(effort)], price.per_megapixel_s)
             overhead.add_metric([model, op, str(effort)], price.overhead_s)
         yield per_mp

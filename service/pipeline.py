@@ -4,6 +4,8 @@
 
     compress:    image file ─[coding pool: open_image]─▶ RGB ─[BatchQueue "compress", bucket = (H, W)]─▶
                  analysis (network thread, batched) ─▶ y_i ─[coding pool: rANS + container]─▶ bitstream
+                 (a variable-rate model: one queue for every code, the code is the rANS step's; a rate target:
+                 the knob search and its real encodes are the coding pool's step, model_store/rate_control.py)
     decompress:  bitstream ─[parse + check header]─▶ [coding pool: rANS decode]─▶ y_hat_i ─[BatchQueue "decompress",
                  bucket = latent shape]─▶ synthesis (network thread, batched) ─▶ RGB ─[coding pool: PNG/WebP/JPEG]─▶
 
@@ -22,19 +24,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from model_store import cancellation, container
+from model_store import cancellation, container, rate_control
 from model_store.codec import ImageCodec, bits_per_pixel
 from model_store.heap import trim_after_large
 from model_store.image_io import encode_image, open_image
 from service.batching import BatchQueue
 from service.cost import CostModel
 from service.errors import ClientGone, DeadlineExceeded, DeadlineTooShort, Draining
-from service.metrics import ServiceMetrics
+from service.metrics import RATE_CONTROL_STAGE, ServiceMetrics
 from service.pool import Instance, ModelPool, warm_up_image
 from service.settings import ServiceSettings
 
@@ -46,7 +48,19 @@ ADMITTED = "admitted_before_drain"
 COMPRESS, DECOMPRESS = "compress", "decompress"
 
 #: metric stage -> Server-Timing metric name
-_TIMING_NAMES = {"image_io": "image-io", "queue_wait": "queue", "inference": "inference", "entropy_coding": "entropy"}
+_TIMING_NAMES = {
+    "image_io": "image-io",
+    "queue_wait": "queue",
+    "inference": "inference",
+    "entropy_coding": "entropy",
+    RATE_CONTROL_STAGE: "rate-control",
+}
+
+#: The cost-model "effort" of a rate-controlled compression (service/cost.py keys work by (model, op, effort)).
+RATE_CONTROL = "rate_control"
+#: A rate-controlled compression's price before its first request, as a multiple of a plain compression's:
+#: benchmarks/rate_control.py measured a median of 1.8x (max_bytes) and 2.0x (target_bpp) on erstc-small.
+RATE_CONTROL_COST_FACTOR = 2.0
 
 
 @dataclass
@@ -87,6 +101,9 @@ class Compressed:
     width: int
     bpp: float
     timings: Timings
+    quality: int  # the quality (a variable-rate model: the knob code) in the stream's header
+    #: what a rate target achieved (None when the request named a quality)
+    rate: Optional[rate_control.RateControlled] = None
 
 
 @dataclass
@@ -140,7 +157,7 @@ class CodecService:
                     max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
                     max_pending=self.settings.queue_size,
                     retry_after_s=self.settings.retry_after_s,
-                    observer=self.metrics.queue_observer(op, model, quality),
+                    observer=self.metrics.queue_observer(op, model, inst.label),
                 )
         self.metrics.instances_loaded.set(0)
         self.metrics.instances_ready.set(0)
@@ -164,6 +181,10 @@ class CodecService:
             self._calibrate(model, codec)
         except Exception:
             log.exception("pricing %s failed: its requests are not refused on cost", model)
+            return
+        if codec.rate_knob is not None:  # until its own requests price it
+            plain = self.costs.price((model, COMPRESS, 0))
+            self.costs.seed((model, COMPRESS, RATE_CONTROL), plain.scaled(RATE_CONTROL_COST_FACTOR))
 
     def _calibrate(self, model: str, codec: ImageCodec) -> None:
         small = warm_up_image(codec.pad_multiple)
@@ -186,7 +207,13 @@ class CodecService:
             log.info("%s %s costs %.2f s + %.2f s/MP here", model, op, price.overhead_s, price.per_megapixel_s)
 
     def admit(
-        self, inst: Instance, op: str, pixels: int, arrival: float, requested_s: Optional[float], effort: int = 0
+        self,
+        inst: Instance,
+        op: str,
+        pixels: int,
+        arrival: float,
+        requested_s: Optional[float],
+        effort: Union[int, str] = 0,
     ) -> float:
         """The deadline of a request for an image of ``pixels``, or 422 ``deadline_too_short`` at once when this
         server's estimate of the work does not fit in it (nothing has been decoded yet).
@@ -214,7 +241,9 @@ class CodecService:
             )
         return deadline
 
-    def _price_observed(self, op: str, inst: Instance, pixels: int, timings: Timings, effort: int = 0) -> None:
+    def _price_observed(
+        self, op: str, inst: Instance, pixels: int, timings: Timings, effort: Union[int, str] = 0
+    ) -> None:
         """Fold a finished request's compute time (queueing excluded) into its price."""
         compute = sum(s for stage, s in timings.stages.items() if stage != "queue_wait")
         self.costs.observe((inst.key[0], op, effort), pixels, compute)
@@ -284,38 +313,70 @@ class CodecService:
         return image
 
     async def compress(
-        self, inst: Instance, image: np.ndarray, ctx: RequestContext, timings: Timings, effort: int = 0
+        self,
+        inst: Instance,
+        image: np.ndarray,
+        ctx: RequestContext,
+        timings: Timings,
+        effort: int = 0,
+        quality: Optional[int] = None,
     ) -> Compressed:
         """Effort 0: batched analysis on the network thread, rANS in the coding pool. Effort > 0: the latent
         search and the choice between its stream and effort 0's need the networks throughout, so the whole
-        encode is the network pass (batched only with requests of the same size *and* effort)."""
-        model, quality = inst.key
+        encode is the network pass (batched only with requests of the same size, effort *and* quality).
+        ``quality``: a variable-rate model's knob code (g_a does not depend on it, so effort 0 batches across
+        codes); None or a per-λ instance: the instance's own."""
+        quality = inst.codec.quality_of(quality)
         height, width = image.shape[:2]
-        job = self.queues[(model, quality, COMPRESS)].submit(
-            (image, effort), (height, width, effort), ctx.deadline, ctx.token
+        bucket = (height, width, effort, quality) if effort else (height, width, 0)
+        result = await self._analysis(inst, image, ctx, timings, effort, quality, bucket)
+        if effort:
+            stream = result
+        else:
+            t0 = time.monotonic()
+            stream = await self._in_pool(ctx, inst.codec.encode_latent, result, height, width, quality)
+            timings.stages["entropy_coding"] = time.monotonic() - t0
+        self._observe(COMPRESS, inst, timings)
+        self._price_observed(COMPRESS, inst, height * width, timings, effort)
+        return Compressed(stream, height, width, bits_per_pixel(stream, height, width), timings, quality)
+
+    async def compress_to_target(
+        self, inst: Instance, image: np.ndarray, ctx: RequestContext, timings: Timings, target: rate_control.RateTarget
+    ) -> Compressed:
+        """The stream that meets ``target`` (a variable-rate model): g_a batched like any effort-0 request, then
+        the knob search, its probes and real encodes, in the coding pool (model_store/rate_control.py)."""
+        rate_control.check_supported(inst.codec)
+        height, width = image.shape[:2]
+        latent = await self._analysis(inst, image, ctx, timings, 0, None, (height, width, 0))
+        t0 = time.monotonic()
+        found = await self._in_pool(ctx, rate_control.compress_to_target, inst.codec, image, target, latent)
+        timings.stages[RATE_CONTROL_STAGE] = time.monotonic() - t0
+        self._observe(COMPRESS, inst, timings)
+        self._price_observed(COMPRESS, inst, height * width, timings, RATE_CONTROL)
+        self.metrics.observe_rate_control(inst.key[0], target.kind, found.probes, found.encodes)
+        return Compressed(found.stream, height, width, found.bpp, timings, found.quality, found)
+
+    async def _analysis(self, inst, image, ctx, timings, effort, quality, bucket):
+        """The batched network pass of a compression: a latent (effort 0) or a finished stream (effort > 0)."""
+        model, key_quality = inst.key
+        job = self.queues[(model, key_quality, COMPRESS)].submit(
+            (image, effort, quality), bucket, ctx.deadline, ctx.token
         )
         result = await self._wait(ctx, job.future)
         timings.stages["queue_wait"] = result.queue_wait_s
         timings.stages["inference"] = result.inference_s
         timings.batch_size = result.batch_size
-        if effort:
-            stream = result.value
-        else:
-            t0 = time.monotonic()
-            stream = await self._in_pool(ctx, inst.codec.encode_latent, result.value, height, width)
-            timings.stages["entropy_coding"] = time.monotonic() - t0
-        self._observe(COMPRESS, inst, timings)
-        self._price_observed(COMPRESS, inst, height * width, timings, effort)
-        return Compressed(stream, height, width, bits_per_pixel(stream, height, width), timings)
+        return result.value
 
     @staticmethod
-    def _analyse(inst: Instance, jobs: List[Tuple[np.ndarray, int]]) -> List[object]:
-        """Latents (effort 0) or finished streams (effort > 0) of one batch; a bucket holds one effort."""
-        images = [image for image, _ in jobs]
-        effort = jobs[0][1]
+    def _analyse(inst: Instance, jobs: List[Tuple[np.ndarray, int, Optional[int]]]) -> List[object]:
+        """Latents (effort 0) or finished streams (effort > 0) of one batch; a bucket holds one effort (and for
+        effort > 0 one quality)."""
+        images = [image for image, _, _ in jobs]
+        _, effort, quality = jobs[0]
         try:
             if effort:
-                return list(inst.codec.compress_batch(images, effort=effort))
+                return list(inst.codec.compress_batch(images, effort=effort, quality=quality))
             return list(inst.codec.analyse(images))
         finally:
             trim_after_large(sum(image.shape[0] * image.shape[1] for image in images))
@@ -371,8 +432,7 @@ class CodecService:
         t0 = time.monotonic()
         encoded = await self._in_pool(ctx, encode_image, image, fmt)
         timings.stages["image_io"] = time.monotonic() - t0
-        model, quality = inst.key
-        self.metrics.legacy_decodes.labels(model, str(quality), inst.entry.version).inc()
+        self.metrics.legacy_decodes.labels(inst.key[0], inst.label, inst.entry.version).inc()
         return Decompressed(encoded, container.parse_header(data), timings)
 
     @staticmethod
@@ -385,7 +445,7 @@ class CodecService:
     # -- waiting -------------------------------------------------------------------------------------------------
     def _observe(self, op: str, inst: Instance, timings: Timings) -> None:
         for stage, seconds in timings.stages.items():
-            self.metrics.observe_stage(op, inst.key[0], inst.key[1], stage, seconds)
+            self.metrics.observe_stage(op, inst.key[0], inst.label, stage, seconds)
 
     async def _in_pool(self, ctx: RequestContext, fn, *args):
         loop = asyncio.get_running_loop()

@@ -1,4 +1,5 @@
-"""ModelPool: one warm :class:`~model_store.codec.ImageCodec` per configured (model, quality).
+"""ModelPool: one warm :class:`~model_store.codec.ImageCodec` per configured (model, quality), and one per
+variable-rate model, which serves every code of its quality knob (the code travels with each request).
 
 An instance is *ready* only after a real compress + decompress round trip on its device (the first pass
 allocates buffers, picks kernels and touches every CDF table, so the first user request is not the slow one).
@@ -19,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from model_store import registry
+from model_store.architectures.variable_rate import RateKnob
 from model_store.codec import ImageCodec
 from model_store.container import StreamHeader
 from model_store.image_io import ImageLimits
@@ -28,6 +30,10 @@ from service.settings import ServiceSettings
 log = logging.getLogger("service.pool")
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
+
+#: The ``quality`` label of a variable-rate model's instance in metrics: its requests use any of up to 255 codes,
+#: and a label value per code would multiply every series by that (the code used is in its own histogram).
+KNOB_LABEL = "knob"
 
 
 @dataclass
@@ -43,21 +49,34 @@ class Instance:
 
     @property
     def key(self) -> Tuple[str, int]:
+        """(model, quality); a variable-rate model's one instance has its knob's default code as quality."""
         return self.entry.model_id, self.entry.quality
+
+    @property
+    def knob(self) -> Optional[RateKnob]:
+        """The quality knob of a variable-rate model (None: a per-λ model, one quality per instance)."""
+        return self.entry.rate_knob
+
+    @property
+    def label(self) -> str:
+        """The instance's ``quality`` label in metrics (:data:`KNOB_LABEL` for a variable-rate model)."""
+        return KNOB_LABEL if self.knob is not None else str(self.entry.quality)
 
     @property
     def ready(self) -> bool:
         return self.state == READY
 
-    def describe(self) -> dict:
+    def describe(self, entry: Optional[registry.WeightsEntry] = None) -> dict:
+        """This instance as ``GET /v1/models`` lists it; ``entry``: one of a variable-rate model's measured codes."""
+        entry = entry or self.entry
         return {
-            "quality": self.entry.quality,
+            "quality": entry.quality,
             "state": self.state,
             "device": self.device,
-            "weights_sha256": self.entry.sha256,
-            "version": self.entry.version,
-            "lambda": self.entry.lmbda,
-            "validation": validation_rd(self.entry.rd),
+            "weights_sha256": entry.sha256,
+            "version": entry.version,
+            "lambda": entry.lmbda,
+            "validation": validation_rd(entry.rd),
             "load_seconds": self.load_seconds,
             **({"error": self.error} if self.error else {}),
         }
@@ -96,9 +115,14 @@ class ModelPool:
         """Resolve the configured (model, quality) pairs against the weights root (raises on unknown names)."""
         registry.refresh()
         self.device = self.settings.resolved_device()
+        root = self.settings.weights_root
         for model, quality in self.settings.instances():
-            entry = registry.resolve(model, quality, root=self.settings.weights_root)
-            self.instances[(model, quality)] = Instance(entry=entry, device=self.device)
+            entry = registry.resolve(model, quality, root=root)
+            if entry.rate_knob is not None:  # one instance for every code, made at the knob's default code
+                if self.variable_rate(model) is not None:
+                    continue
+                entry = registry.resolve(model, entry.rate_knob.default_code, root=root)
+            self.instances[(model, entry.quality)] = Instance(entry=entry, device=self.device)
 
     def load_all(self, after_warm_up: Optional[Callable[[Instance, ImageCodec], None]] = None) -> None:
         """Load and warm every instance (blocking: call it from a worker thread). A failure marks one instance.
@@ -137,11 +161,28 @@ class ModelPool:
     def count(self, state: str) -> int:
         return sum(inst.state == state for inst in self.instances.values())
 
+    def variable_rate(self, model: str) -> Optional[Instance]:
+        """The instance of ``model`` if it is a variable-rate model served here."""
+        return next((i for (m, _), i in self.instances.items() if m == model and i.knob is not None), None)
+
     def served(self) -> Dict[str, List[int]]:
+        """model -> qualities served (a variable-rate model: the codes its release measured)."""
         out: Dict[str, List[int]] = {}
         for model, quality in sorted(self.instances):
-            out.setdefault(model, []).append(quality)
+            inst = self.instances[(model, quality)]
+            out.setdefault(model, []).extend(self._listed(inst) if inst.knob is not None else [quality])
         return out
+
+    def served_description(self) -> Dict[str, object]:
+        """model -> its qualities as error messages name them: the list, or ``"1..255"`` for a variable-rate model."""
+        out: Dict[str, object] = {}
+        for model, qualities in self.served().items():
+            variable = self.variable_rate(model)
+            out[model] = f"1..{variable.knob.levels}" if variable is not None else qualities
+        return out
+
+    def _listed(self, inst: Instance) -> List[int]:
+        return registry.shipped_models(self.settings.weights_root).get(inst.key[0], [])
 
     @property
     def default_model(self) -> str:
@@ -150,8 +191,10 @@ class ModelPool:
         return shipped_default if shipped_default in served else next(iter(served))
 
     def default_quality(self, model: str) -> int:
-        """What a request for ``model`` that names no quality gets: the registry's rule over the served ones."""
-        return registry.default_quality(self.served()[model])
+        """What a request for ``model`` that names no quality gets: a variable-rate model's knob default, else the
+        registry's rule over the served qualities."""
+        inst = self.variable_rate(model)
+        return inst.knob.default_code if inst is not None else registry.default_quality(self.served()[model])
 
     def describe(self) -> dict:
         models = {}
@@ -163,29 +206,44 @@ class ModelPool:
                     "arch": inst.entry.arch,
                     "preset": inst.entry.preset,
                     "default_quality": self.default_quality(model),
+                    "variable_rate": _knob_info(inst.knob),
                     "qualities": [],
                 },
             )
-            info["qualities"].append(inst.describe())
+            if inst.knob is None:
+                info["qualities"].append(inst.describe())
+                continue
+            root = self.settings.weights_root
+            for code in self._listed(inst):
+                info["qualities"].append(inst.describe(registry.resolve(model, code, root=root)))
         return {"default_model": self.default_model if self.instances else None, "models": list(models.values())}
 
     # -- lookups -------------------------------------------------------------------------------------------------
-    def get(self, model: Optional[str], quality: Optional[int]) -> Instance:
-        """The instance a request names (no model: the default model; no quality: the model's default quality);
-        404 for a model not served here, 400 for a quality, each listing the choices as JSON."""
+    def get(self, model: Optional[str], quality: Optional[int]) -> Tuple[Instance, int]:
+        """The instance a request names and the quality it codes at (no model: the default model; no quality: the
+        model's default quality; a variable-rate model: any code of its knob); 404 for a model not served here,
+        400 for a quality, each listing the choices."""
         served = self.served()
         model = model or self.default_model
         if model not in served:
             raise UnknownModel(f"model {model!r} is not served here; served models: {json.dumps(sorted(served))}")
         if quality is None:
             quality = self.default_quality(model)
+        variable = self.variable_rate(model)
+        if variable is not None:
+            if not variable.knob.has_code(quality):
+                raise BadParameter(
+                    f"quality must be an integer in 1..{variable.knob.levels} for the variable-rate model {model!r}, "
+                    f"got {quality}"
+                )
+            return self._ready(variable), quality
         if quality not in served[model]:
             raise BadParameter(f"quality must be one of {json.dumps(served[model])} for model {model!r}, got {quality}")
-        return self._ready(self.instances[(model, quality)])
+        return self._ready(self.instances[(model, quality)]), quality
 
     def served_for_stream(self, header: StreamHeader) -> Optional[Instance]:
         """The warm instance whose weights made this stream, if one is served (503 while it is loading)."""
-        inst = self.instances.get((header.model_id, header.quality))
+        inst = self.variable_rate(header.model_id) or self.instances.get((header.model_id, header.quality))
         if inst is None or not header.names_weights(inst.entry.digest):
             return None
         return self._ready(inst)
@@ -193,14 +251,14 @@ class ModelPool:
     def weights_for_stream(self, header: StreamHeader) -> registry.WeightsEntry:
         """The weights on disk, of any version, that made this stream; 409 when there are none."""
         entry = registry.find_by_digest(header.weights_digest, root=self.settings.weights_root)
-        if entry is not None and (entry.model_id, entry.quality) == (header.model_id, header.quality):
+        if entry is not None and entry.serves(header.model_id, header.quality):
             return entry
         digest = header.weights_digest.hex()[:12]
-        if (header.model_id, header.quality) in self.instances:
+        served = self.variable_rate(header.model_id) or self.instances.get((header.model_id, header.quality))
+        if served is not None:
             raise WeightsMismatch(
                 f"the stream was made by {header.model_id} q{header.quality} with weights {digest}…, which are "
-                f"neither served nor installed here (served: version "
-                f"{self.instances[(header.model_id, header.quality)].entry.version})"
+                f"neither served nor installed here (served: version {served.entry.version})"
             )
         raise UnknownWeights(
             f"the stream was made by {header.model_id} q{header.quality} (weights {digest}…), which this server "
@@ -232,3 +290,10 @@ class ModelPool:
         if not inst.ready:
             raise NotReady(f"{inst.key[0]} q{inst.key[1]} is still loading; retry shortly")
         return inst
+
+
+def _knob_info(knob: Optional[RateKnob]) -> Optional[dict]:
+    """A variable-rate model's scale as ``GET /v1/models`` describes it (None for a per-λ model)."""
+    if knob is None:
+        return None
+    return {"levels": knob.levels, "lambda_low": knob.lambda_low, "lambda_high": knob.lambda_high}

@@ -111,7 +111,10 @@ ERSTC_SMALL_LAMBDAS: Dict[int, float] = {**ERSTC_LAMBDAS, 8: 0.0932, 9: 0.18, 10
 #: The variable-rate erstc-small's scale (issue #27): 255 codes over the per-λ ladder's whole range, gains starting
 #: from q6's λ, the mid-ladder file it is fine-tuned from.
 ERSTC_SMALL_KNOB = RateKnob(
-    lambda_low=ERSTC_SMALL_LAMBDAS[1], lambda_high=ERSTC_SMALL_LAMBDAS[10], reference_lambda=ERSTC_SMALL_LAMBDAS[6]
+    lambda_low=ERSTC_SMALL_LAMBDAS[1],
+    lambda_high=ERSTC_SMALL_LAMBDAS[10],
+    reference_lambda=ERSTC_SMALL_LAMBDAS[6],
+    default_lambda=ERSTC_SMALL_LAMBDAS[3],  # registry.DEFAULT_QUALITY's
 )
 #: λ of ``λ·(1 - MS-SSIM) + bpp`` per MS-SSIM quality.
 ERSTC_MSSSIM_LAMBDAS: Dict[int, float] = {1: 6.0, 2: 12.0, 3: 40.0, 4: 80.0, 5: 120.0}

@@ -58,6 +58,10 @@ class RateKnob:
     reference_lambda: float = 0.03
     #: Codes validation scores (low to high rate); ``model_store.train`` picks best.pt by their geometric mean loss.
     validation_codes: tuple = (1, 64, 128, 191, 255)
+    #: λ of the code a caller who names no quality gets (:attr:`default_code`): the per-λ ladder's default
+    #: quality's λ, so the variable-rate model's default makes about the stream its ladder's default made; None:
+    #: the middle code.
+    default_lambda: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not (0 < self.lambda_low < self.lambda_high and 2 <= self.levels <= 255 and self.anchors >= 2):
@@ -97,6 +101,13 @@ class RateKnob:
         """The code whose λ is closest to ``lmbda`` on the log scale (clamped to the scale's ends)."""
         position = math.log(lmbda / self.lambda_low) / math.log(self.lambda_high / self.lambda_low)
         return min(self.levels, max(1, round(1 + position * (self.levels - 1))))
+
+    @property
+    def default_code(self) -> int:
+        """The code used when a request names none (see :attr:`default_lambda`)."""
+        if self.default_lambda is None:
+            return (self.levels + 1) // 2
+        return self.nearest_code(self.default_lambda)
 
     def anchor_positions(self) -> List[float]:
         """Positions of the learned anchors: evenly over ``[-train_margin, 1 + train_margin]``."""
