@@ -107,6 +107,12 @@ class TrainConfig:
     #: run beside foreground work gets a varying share of a core; side-by-side experiments ("same CPU minutes")
     #: need the CPU clock so both runs stop and decay after the same compute.
     budget_clock: str = "wall"
+    #: Variable-rate training only: each crop's RD loss is weighted by ``(λ_ref / λ)^rate_balance``
+    #: (:meth:`RateKnob.balance_weights`; 0: unweighted). Why: the loss grows ~λ^0.64 over erstc-small's knob
+    #: (0.25 at code 1, 8.1 at code 255 on the validation photos), so an unweighted mean is decided by the
+    #: high-rate crops and the low end barely trains; with the exponent near that slope every rate point moves the
+    #: weights about as much as its *relative* loss changes, which is what the geometric-mean validation scores.
+    rate_balance: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,9 +185,11 @@ def amp_supported(device: torch.device) -> bool:
     )
 
 
-def rd_loss(out: Dict, x: torch.Tensor, lmbda: Union[float, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def rd_loss(
+    out: Dict, x: torch.Tensor, lmbda: Union[float, torch.Tensor], weights: Optional[torch.Tensor] = None
+) -> Dict[str, torch.Tensor]:
     """``λ·255²·MSE + bpp`` of a batch; ``lmbda`` a float, or one λ per image ``(B,)`` (variable-rate training:
-    each image's loss at its own λ, then the mean)."""
+    each image's loss at its own λ, then the mean, weighted per image by ``weights`` if given)."""
     n, _, h, w = x.shape
     if not isinstance(lmbda, torch.Tensor):
         bpp = total_bpp(out["likelihoods"], n * h * w)
@@ -190,7 +198,8 @@ def rd_loss(out: Dict, x: torch.Tensor, lmbda: Union[float, torch.Tensor]) -> Di
     bits = sum(torch.log2(p).flatten(1).sum(1) for p in out["likelihoods"].values())
     bpp_each = bits / (-h * w)
     mse_each = F.mse_loss(out["x_hat"].float().clamp(0, 1), x, reduction="none").flatten(1).mean(1)
-    loss = (lmbda.to(mse_each) * 255.0**2 * mse_each + bpp_each).mean()
+    each = lmbda.to(mse_each) * 255.0**2 * mse_each + bpp_each
+    loss = (each * weights.to(each)).mean() if weights is not None else each.mean()
     return {"loss": loss, "bpp": bpp_each.mean(), "mse": mse_each.mean()}
 
 
@@ -523,7 +532,12 @@ def train(cfg: TrainConfig) -> Path:
         positions = None if knob is None else knob.sample_positions(x.shape[0]).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out_fw = model(x, knob=positions)
-        losses = rd_loss(out_fw, x, lmbda if positions is None else knob.lambda_at(positions))
+        if positions is None:
+            losses = rd_loss(out_fw, x, lmbda)
+        else:
+            crop_lambdas = knob.lambda_at(positions)
+            weights = knob.balance_weights(crop_lambdas, cfg.rate_balance) if cfg.rate_balance else None
+            losses = rd_loss(out_fw, x, crop_lambdas, weights)
         if teacher is not None and distilling(step, cfg, clock() - t0):
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 y_teacher = teacher.analysis(x)

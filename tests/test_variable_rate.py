@@ -136,6 +136,28 @@ def test_per_image_lambdas_weigh_each_image_at_its_own_rate_point():
     assert float(low) < float(apart["loss"]) < float(high)
 
 
+def test_balanced_training_weighs_each_crop_by_its_lambda_relative_to_the_reference():
+    knob = ERSTC_SMALL_KNOB
+    ref = knob.reference_lambda
+    weights = knob.balance_weights(torch.tensor([ref, ref / 4, ref * 4]), 0.5)
+    assert weights.tolist() == pytest.approx([1.0, 2.0, 0.5])
+    x = torch.rand(2, 3, 16, 16)
+    out = {"x_hat": x + 0.05 * torch.randn_like(x), "likelihoods": {"y": torch.rand(2, 4, 2, 2) * 0.9 + 0.05}}
+    lambdas = torch.tensor([0.001, 0.1])
+    each = [
+        float(
+            rd_loss(
+                {k: v[i : i + 1] if k == "x_hat" else {"y": v["y"][i : i + 1]} for k, v in out.items()},
+                x[i : i + 1],
+                float(lambdas[i]),
+            )["loss"]
+        )
+        for i in range(2)
+    ]
+    balanced = rd_loss(out, x, lambdas, torch.tensor([3.0, 0.5]))
+    assert float(balanced["loss"]) == pytest.approx((3.0 * each[0] + 0.5 * each[1]) / 2, rel=1e-5)
+
+
 def test_a_variable_rate_run_trains_every_code_and_validates_at_the_knobs_codes(image_dirs, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     cfg = dataclasses.replace(tiny_config(image_dirs, out, steps=2), arch="erstc", preset="tiny-vr", quality=1)

@@ -114,6 +114,11 @@ class RateKnob:
         low, high = -self.train_margin, 1.0 + self.train_margin
         return [low + (high - low) * i / (self.anchors - 1) for i in range(self.anchors)]
 
+    def balance_weights(self, lambdas: Tensor, exponent: float) -> Tensor:
+        """Per-crop loss weights ``(reference_lambda / λ)^exponent`` (``TrainConfig.rate_balance``): 1 at the
+        reference λ, larger below it, so low-rate crops are not drowned out by the larger high-rate losses."""
+        return (self.reference_lambda / lambdas) ** exponent
+
     def sample_positions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` training positions, uniform on the log-λ scale over the training range."""
         low, high = -self.train_margin, 1.0 + self.train_margin
