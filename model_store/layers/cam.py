@@ -126,6 +126,14 @@ def raster_schedule(h: int, w: int) -> List[Tensor]:
     return list(torch.arange(h * w).split(1))
 
 
+#: Positions per piece of the full-map forward. Its intermediates (the ``P x 25`` token blocks and ``P x heads x 25
+#: x 25`` attention maps) are memory-bound: a 768x512 photo's 1536 positions in one piece made ~60 MB tensors, in
+#: pieces of 256 they stay in cache and the pass took 0.12 s instead of 0.21 s (median of 15, erstc-small, one
+#: thread, a busy 2-core CPU). Training keeps one piece: its backward needs every intermediate anyway, and 8 crops of
+#: 128² (512 positions) ran forward + backward in 0.097 s whole vs 0.115 s in pieces.
+FORWARD_CHUNK = 256
+
+
 def batch_invariant_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``x @ weight.T + bias`` whose every row is bitwise independent of the other rows in the call.
 
@@ -270,13 +278,21 @@ class CausalAttentionModule(nn.Module):
         return torch.cat([side, feats, side], dim=2).reshape(b, -1, f)
 
     def forward(self, y_hat: Tensor) -> Tensor:
-        """Training / full-map evaluation: every position's context at once (masked, so fully parallel)."""
+        """Training / full-map evaluation: every position's context at once (masked, so fully parallel); without
+        autograd in pieces of :data:`FORWARD_CHUNK` positions (each block's result is its own: no value changes)."""
         b, c, h, w = y_hat.shape
         feats = self.token_features(y_hat.permute(0, 2, 3, 1))
-        flat = self.pad_features(feats, self.padding_features())
+        padding = self.padding_features()
+        flat = self.pad_features(feats, padding)
         idx = self.neighbour_index(h, w).to(y_hat.device)
-        causal = flat[:, idx.reshape(-1)].reshape(b * h * w, self.num_causal, 4 * c)
-        out = self.attend(causal)
+        # with autograd every piece's intermediates stay alive for the backward pass: one piece (measured faster)
+        chunk = h * w if torch.is_grad_enabled() else max(1, FORWARD_CHUNK // b)
+        outs = []
+        for start in range(0, h * w, chunk):
+            part = idx[start : start + chunk]
+            causal = flat[:, part.reshape(-1)].reshape(b * part.shape[0], self.num_causal, 4 * c)
+            outs.append(self.attend(causal, padding=padding).reshape(b, part.shape[0], self.out_dim))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         return out.reshape(b, h, w, self.out_dim).permute(0, 3, 1, 2)
 
 
