@@ -1,0 +1,180 @@
+"""Exact integer arithmetic held in float64: the building blocks of the integer entropy path (issue #29).
+
+Why: the entropy path (hyper synthesis, context model, parameter nets) must give the encoder and every decoder the
+same scale indexes bit for bit. Today it runs in float64 one image at a time on the CPU, whose rounding depends on
+summation order, so it cannot be batched or moved to a GPU without breaking streams. Integers fix that: a float64
+holds every integer below 2^53 exactly, and a sum of integers is exact whatever its order as long as every partial
+sum stays below 2^53. So a matmul or convolution of integer-valued float64 tensors has one result on every BLAS,
+blocking, batch size, thread count and device (Ballé, Johnston, Minnen, "Integer Networks for Data Compression with
+Latent-Variable Models", ICLR 2019). What is not a sum of products needs its own exact form, here:
+
+* **rescaling** by a power of two with round-half-up (:func:`round_shift`): dividing by 2^k is exact in binary
+  floating point, and so is ``floor`` of the result;
+* **division** by integers (:func:`floor_div`) and **square roots** (:func:`isqrt`): IEEE 754 rounds ``/`` and
+  ``sqrt`` correctly, and ``floor`` of the result is then exact below 2^53; one integer check in each direction
+  keeps it so on a device or build whose division or square root is not correctly rounded;
+* **non-linear functions** of one integer (GELU, exp): a lookup table over a clamped integer range
+  (:class:`IntegerTable`), built once, stored with the weights (a libm's ``erf``/``exp`` may round differently on
+  another machine; a stored table cannot).
+
+The guard cannot be skipped: every operation here checks that what it computes is integral and inside the bound that
+makes it exact, and raises :class:`IntegerPathError` (never a stream) otherwise.
+
+Bounds are static where they can be: :class:`IntegerLinear` proves at construction that ``input_bound`` times its
+largest row of absolute weights plus its largest bias stays below :data:`EXACT_LIMIT`, so no partial sum of any order
+can pass it; at run time it only checks that its input is integral and within ``input_bound``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from model_store.errors import ModelStoreError
+
+__all__ = [
+    "EXACT_LIMIT",
+    "INTEGER_DTYPE",
+    "IntegerLinear",
+    "IntegerPathError",
+    "IntegerTable",
+    "check_integral",
+    "floor_div",
+    "isqrt",
+    "quantize_weight",
+    "round_shift",
+]
+
+INTEGER_DTYPE = torch.float64
+#: Every integer of magnitude below this is exact in float64, and so is every sum that stays below it.
+EXACT_LIMIT = 2.0**53
+
+
+class IntegerPathError(ModelStoreError):
+    """A value on the integer entropy path is not an integer, or left the range in which its arithmetic is exact.
+    A model or input that triggers it must not produce a stream: the decoder could not reproduce it."""
+
+    code = "integer_path_violation"
+
+
+def check_integral(t: Tensor, bound: float, what: str) -> Tensor:
+    """``t`` itself, after checking it is float64, integer-valued and within ``[-bound, bound]``."""
+    if t.dtype != INTEGER_DTYPE:
+        raise IntegerPathError(f"{what}: expected {INTEGER_DTYPE}, got {t.dtype}")
+    if t.numel():
+        if not bool(torch.all(t == torch.round(t))):
+            raise IntegerPathError(f"{what}: a value is not an integer")
+        peak = float(t.abs().max())
+        if not peak <= bound:  # also catches NaN
+            raise IntegerPathError(f"{what}: |value| {peak:.6g} exceeds the exact range {bound:.6g}")
+    return t
+
+
+def round_shift(t: Tensor, bits: int) -> Tensor:
+    """``round(t / 2^bits)``, halves rounded up, exactly (``t`` integer-valued, ``|t| < 2^52``)."""
+    if bits < 0:
+        raise ValueError(f"shift must be >= 0, got {bits}")
+    if bits == 0:
+        return t
+    return torch.floor(t * (0.5**bits) + 0.5)
+
+
+def floor_div(a: Tensor, b: Tensor) -> Tensor:
+    """``floor(a / b)`` of integer-valued tensors, ``b > 0``, ``|a| < 2^53``, exactly. With IEEE division the floor
+    of the rounded quotient is already exact (a quotient below an integer is at least ``1/b`` below it, more than
+    half an ulp there); one integer check each way keeps it exact where division is not correctly rounded."""
+    if not bool(torch.all(b > 0)):
+        raise IntegerPathError("floor_div: a divisor is not positive")
+    q = torch.floor(a / b)
+    q = q - (q * b > a).to(q.dtype)
+    return q + ((q + 1) * b <= a).to(q.dtype)
+
+
+def isqrt(a: Tensor) -> Tensor:
+    """``floor(sqrt(a))`` of a non-negative integer-valued tensor, exactly (``a < 2^52``)."""
+    if a.numel() and float(a.min()) < 0:
+        raise IntegerPathError("isqrt: a negative value")
+    r = torch.floor(torch.sqrt(a))
+    r = r - (r * r > a).to(r.dtype)
+    return r + ((r + 1) * (r + 1) <= a).to(r.dtype)
+
+
+def quantize_weight(w: Tensor, bits: int) -> tuple:
+    """``(w_int, shift)``: ``w ≈ w_int / 2^shift`` with ``|w_int| < 2^(bits-1)``, the largest such power-of-two
+    scale for this tensor (a per-tensor shift: rescaling stays a :func:`round_shift`, never a multiplication)."""
+    peak = float(w.abs().max()) if w.numel() else 0.0
+    limit = 2 ** (bits - 1) - 1
+    shift = 0
+    if peak > 0:
+        while peak * 2 ** (shift + 1) <= limit and shift < 62:
+            shift += 1
+        while peak * 2**shift > limit and shift > -62:
+            shift -= 1
+    return torch.round(w.double() * 2.0**shift).clamp(-limit, limit), shift
+
+
+@dataclass
+class IntegerLinear:
+    """``round_shift(x @ weight.T + bias, shift)`` on integer-valued float64 tensors, exact by construction.
+
+    ``weight`` ``(out, in)`` and ``bias`` ``(out,)`` are integers at scale ``2^-(in_frac + w_shift)``; with
+    ``shift = w_shift`` the output has the input's scale. ``input_bound``: the largest ``|x|`` this layer accepts;
+    construction refuses weights for which some partial sum could pass :data:`EXACT_LIMIT`.
+    """
+
+    weight: Tensor
+    bias: Optional[Tensor]
+    shift: int
+    input_bound: float
+
+    def __post_init__(self) -> None:
+        self.weight = check_integral(self.weight.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLinear weight")
+        if self.bias is not None:
+            self.bias = check_integral(self.bias.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLinear bias")
+        worst = self.input_bound * float(self.weight.abs().sum(1).max())
+        worst += float(self.bias.abs().max()) if self.bias is not None else 0.0
+        if not worst < EXACT_LIMIT / 2:  # round_shift's + 0.5 and floor need one more bit of headroom
+            raise IntegerPathError(
+                f"IntegerLinear: |x| <= {self.input_bound:g} times these weights can reach {worst:.3g}, beyond the "
+                f"exact range 2^52: lower the input bound or the weights' precision"
+            )
+        self.output_bound = float(torch.floor(torch.tensor(worst * 0.5**self.shift + 0.5)))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        check_integral(x, self.input_bound, "IntegerLinear input")
+        acc = x @ self.weight.t()
+        if self.bias is not None:
+            acc = acc + self.bias
+        return round_shift(acc, self.shift)
+
+
+@dataclass
+class IntegerTable:
+    """An integer function of one integer, as a table over ``[low, low + len(values))``; inputs outside are clamped
+    to the ends (where the functions it holds, GELU or exp of a non-positive argument, are flat or linear: the
+    caller picks a range past which the clamp is what the float function does to within one output step)."""
+
+    low: int
+    values: Tensor
+
+    def __post_init__(self) -> None:
+        self.values = check_integral(self.values.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerTable values")
+
+    @property
+    def high(self) -> int:
+        return self.low + self.values.numel() - 1
+
+    def __call__(self, x: Tensor) -> Tensor:
+        check_integral(x, EXACT_LIMIT, "IntegerTable input")
+        index = (x.clamp(self.low, self.high) - self.low).long()
+        return self.values[index]
+
+    @classmethod
+    def of(cls, fn, low: int, high: int, in_frac: int, out_frac: int) -> "IntegerTable":
+        """``round(fn(k / 2^in_frac) · 2^out_frac)`` for every integer ``k`` in ``[low, high]``, computed once here
+        (the table, not ``fn``, is what is stored and used, so every machine uses the same values)."""
+        k = torch.arange(low, high + 1, dtype=INTEGER_DTYPE)
+        return cls(low, torch.round(fn(k * 0.5**in_frac) * 2.0**out_frac))

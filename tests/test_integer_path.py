@@ -1,0 +1,161 @@
+"""The integer entropy path's arithmetic (issue #29): exact in float64 whatever the order, blocking, batch, threads
+or backend, and guarded: what is not an integer in range is an error, never a value."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model_store.entropy.integer import (
+    EXACT_LIMIT,
+    IntegerLinear,
+    IntegerPathError,
+    IntegerTable,
+    check_integral,
+    floor_div,
+    isqrt,
+    quantize_weight,
+    round_shift,
+)
+
+rng = random.Random(0)
+
+
+def ints(*shape, bits: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-(2 ** (bits - 1)) + 1, 2 ** (bits - 1), shape, generator=g).double()
+
+
+# -- the exact primitives ---------------------------------------------------------------------------------------------
+def test_round_shift_is_integer_rounding_half_up():
+    values = [rng.randrange(-(2**51), 2**51) for _ in range(2000)] + [5, -5, 6, -6, 7, -7, 2**51 - 1]
+    for bits in (1, 3, 12, 30):
+        got = round_shift(torch.tensor(values, dtype=torch.float64), bits).tolist()
+        assert got == [(v + 2 ** (bits - 1)) >> bits for v in values]  # floor((v + half) / 2^bits), in Python ints
+
+
+def test_floor_div_floors_negative_and_near_integer_quotients_exactly():
+    b = [rng.randrange(1, 2**20) for _ in range(3000)]
+    a = [rng.randrange(-(2**50), 2**50) for _ in b]
+    # quotients just below an integer, of both signs: k·b - 1 (floor k - 1, never k)
+    a += [k * d - 1 for k, d in zip((rng.randrange(-(2**32), 2**32) for _ in range(1000)), b)]
+    b += b[:1000]
+    got = floor_div(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)).tolist()
+    assert got == [x // y for x, y in zip(a, b)]
+
+
+def test_isqrt_is_exact_next_to_perfect_squares():
+    roots = [rng.randrange(0, 2**26) for _ in range(2000)]
+    values = [r * r + d for r in roots for d in (-1, 0, 1) if r * r + d >= 0] + [2**52 - 1]
+    got = isqrt(torch.tensor(values, dtype=torch.float64)).tolist()
+    assert got == [math.isqrt(v) for v in values]
+
+
+def test_a_weight_is_quantised_to_a_power_of_two_scale_within_its_bits():
+    w = torch.randn(40, 30) * 0.3
+    w_int, shift = quantize_weight(w, 16)
+    assert float(w_int.abs().max()) < 2**15 and float(w_int.abs().max()) >= 2**14  # the largest scale that fits
+    assert torch.allclose(w_int / 2.0**shift, w.double(), atol=0.5 * 2.0**-shift)
+
+
+# -- exactness of a layer, whatever computes it -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def layer():
+    weight, bias = ints(64, 384, bits=16, seed=1), ints(64, bits=30, seed=2)
+    return IntegerLinear(weight, bias, shift=14, input_bound=2.0**15)
+
+
+def reference(layer: IntegerLinear, x: torch.Tensor) -> list:
+    """The same layer in Python integers (arbitrary precision): the ground truth."""
+    w, b = [[int(v) for v in row] for row in layer.weight.tolist()], [int(v) for v in layer.bias.tolist()]
+    out = []
+    for row in x.tolist():
+        acc = [sum(int(a) * c for a, c in zip(row, wr)) + bi for wr, bi in zip(w, b)]
+        out.append([(v + 2 ** (layer.shift - 1)) >> layer.shift for v in acc])
+    return out
+
+
+def test_a_layer_equals_integer_arithmetic(layer):
+    x = ints(5, 384, bits=16, seed=3)
+    assert layer(x).tolist() == reference(layer, x)
+
+
+def test_a_layer_gives_the_same_integers_for_any_batch_thread_count_order_or_blocking(layer):
+    x = ints(257, 384, bits=16, seed=4)
+    whole = layer(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(layer(x), whole)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(layer(x), whole)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(torch.cat([layer(row[None]) for row in x]), whole)  # one image at a time
+    order = torch.randperm(384, generator=torch.Generator().manual_seed(5))  # channels in another order
+    permuted = IntegerLinear(layer.weight[:, order], layer.bias, layer.shift, layer.input_bound)
+    assert torch.equal(permuted(x[:, order]), whole)
+    cuts = sorted(rng.sample(range(1, 384), 6))  # partial sums over random chunks, added in reverse
+    acc = sum(reversed([x[:, a:b] @ layer.weight[:, a:b].t() for a, b in zip([0] + cuts, cuts + [384])])) + layer.bias
+    assert torch.equal(round_shift(acc, layer.shift), whole)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert torch.equal(layer(x), whole)
+
+
+def test_a_convolution_as_unfold_and_matmul_equals_the_backends_convolution_on_integers():
+    x = ints(2, 24, 13, 17, bits=12, seed=6)
+    w = ints(32, 24, 3, 3, bits=12, seed=7)
+    conv = F.conv2d(x, w, padding=1)
+    cols = F.unfold(x, 3, padding=1)  # (B, 24·9, L): a copy, exact
+    unfolded = (w.flatten(1) @ cols).reshape(2, 32, 13, 17)
+    assert torch.equal(conv, unfolded)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert torch.equal(F.conv2d(x, w, padding=1), conv)
+
+
+def test_float32_would_not_be_exact_and_the_guard_refuses_it(layer):
+    """The negative control: the same sums in float32 depend on the blocking, and the guard stops them at the door."""
+    x = ints(64, 384, bits=16, seed=8)
+    x32, w32 = x.float(), layer.weight.float()
+    whole = x32 @ w32.t()
+    chunked = sum(x32[:, i : i + 48] @ w32[:, i : i + 48].t() for i in range(0, 384, 48))
+    assert not torch.equal(whole, chunked)  # float32 rounds partial sums: order-dependent
+    with pytest.raises(IntegerPathError, match="expected torch.float64"):
+        layer(x32)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda x: x + 0.5, "not an integer"),
+        (lambda x: x * 4, "exceeds the exact range"),
+        (lambda x: x.masked_fill(x > 0, float("nan")), "not an integer"),
+    ],
+)
+def test_the_guard_refuses_non_integers_and_values_out_of_range(layer, bad, message):
+    with pytest.raises(IntegerPathError, match=message):
+        layer(bad(ints(3, 384, bits=16, seed=9)))
+
+
+def test_weights_that_could_overflow_the_exact_range_are_refused_when_the_layer_is_built():
+    with pytest.raises(IntegerPathError, match="beyond the exact range"):
+        IntegerLinear(ints(8, 4096, bits=24), None, shift=20, input_bound=2.0**24)
+    with pytest.raises(IntegerPathError, match="not an integer"):
+        IntegerLinear(ints(8, 16, bits=8) + 0.25, None, shift=4, input_bound=2.0**8)
+
+
+# -- tables -----------------------------------------------------------------------------------------------------------
+def test_a_table_holds_an_integer_function_and_clamps_outside_its_range():
+    gelu = IntegerTable.of(lambda t: F.gelu(t), low=-6 * 256, high=6 * 256, in_frac=8, out_frac=8)
+    x = torch.arange(-3000, 3000, dtype=torch.float64)
+    out = gelu(x)
+    check_integral(out, EXACT_LIMIT, "gelu")
+    inside = x.abs() <= 6 * 256
+    expected = torch.round(F.gelu(x * 2.0**-8) * 2.0**8)
+    assert torch.equal(out[inside], expected[inside])
+    assert torch.equal(out[x > 6 * 256], torch.full_like(out[x > 6 * 256], gelu.values[-1].item()))
+    assert bool((out[x < -6 * 256] == gelu.values[0]).all()) and float(gelu.values[0]) == 0.0
