@@ -149,13 +149,16 @@ def test_weights_that_could_overflow_the_exact_range_are_refused_when_the_layer_
 
 
 # -- tables -----------------------------------------------------------------------------------------------------------
-def test_a_table_holds_an_integer_function_and_clamps_outside_its_range():
-    gelu = IntegerTable.of(lambda t: F.gelu(t), low=-6 * 256, high=6 * 256, in_frac=8, out_frac=8)
+def test_a_table_holds_an_integer_function_flat_below_its_range_and_linear_or_flat_above():
+    gelu = IntegerTable.of(F.gelu, low=-6 * 256, high=6 * 256, in_frac=8, out_frac=8, identity_above=True)
     x = torch.arange(-3000, 3000, dtype=torch.float64)
     out = gelu(x)
     check_integral(out, EXACT_LIMIT, "gelu")
-    inside = x.abs() <= 6 * 256
     expected = torch.round(F.gelu(x * 2.0**-8) * 2.0**8)
-    assert torch.equal(out[inside], expected[inside])
-    assert torch.equal(out[x > 6 * 256], torch.full_like(out[x > 6 * 256], gelu.values[-1].item()))
-    assert bool((out[x < -6 * 256] == gelu.values[0]).all()) and float(gelu.values[0]) == 0.0
+    assert torch.equal(out, expected)  # below: GELU is 0 to the step; above: the identity to the step
+    assert float(gelu.values[0]) == 0.0
+    exp = IntegerTable.of(torch.exp, low=-16 * 256, high=0, in_frac=8, out_frac=15)
+    assert float(exp(torch.tensor([-(10**6)], dtype=torch.float64))) == 0.0  # flat below
+    assert float(exp(torch.tensor([5.0], dtype=torch.float64))) == 2.0**15  # clamped above: exp(0)
+    with pytest.raises(ValueError, match="one scale"):
+        IntegerTable.of(F.gelu, -8, 8, in_frac=2, out_frac=4, identity_above=True)
