@@ -2,11 +2,13 @@
 
     python benchmarks/integer_path.py [--model erstc-small] [--quality 6] [--images data/val] [--limit 6]
 
-Step one, the entropy-parameter net (1x1 convs and GELU): post-training quantisation to per-tensor power-of-two
-weights of ``w`` bits, activations with ``f`` fractional bits, GELU as a table (model_store/entropy/integer.py). On
-real latents of the validation photos, the bits the coder would spend (the scale table's entry for each σ, as the
-rANS coder picks it) with the integer net's (σ, μ) against the float64 net's, both given the same hyperprior and
-context (the float path's, so this isolates the one net). Results: ``benchmarks/results/integer_path.{json,md}``.
+Post-training quantisation (model_store/entropy/integer_nets.py) to per-tensor power-of-two weights of ``w`` bits
+and activations with ``f`` fractional bits, GELU and exp as tables, LayerNorm and softmax in exact integer form. Two
+networks so far: the entropy-parameter net alone (fed the float path's hyperprior and context), and the CAM context
+model with it (fed the float path's hyperprior and the rounded latent). On real latents of the validation photos:
+the bits the coder would spend (the scale table's entry for each σ, as the rANS coder picks it) with the integer
+(σ, μ) against the float64 ones. Still float: h_s (SwinV2 blocks), next. Results:
+``benchmarks/results/integer_path.{json,md}``.
 """
 
 from __future__ import annotations
@@ -24,32 +26,35 @@ from benchmarks.report import RESULTS, machine, write_results  # noqa: E402
 
 FRACTION_BITS = (6, 8, 10)
 WEIGHT_BITS = (8, 12, 16)
-#: GELU's table covers [-RANGE, RANGE] (outside: 0 below, the identity above)
-GELU_RANGE = 8
 
 
-def integer_parameter_net(convs, frac: int, weight_bits: int):
-    """The parameter net as integer layers: features (float) -> (σ, μ) (float, from the integer result)."""
+def parameters_only(model, frac: int, weight_bits: int):
+    """(hyper, context input) -> (σ, μ): the integer parameter net on the float context model's output."""
     import torch
-    import torch.nn.functional as F
 
-    from model_store.entropy.integer import IntegerLinear, IntegerTable, quantize_weight
+    from model_store.entropy.integer_nets import IntegerParameterNet, to_fixed
 
-    gelu = IntegerTable.of(F.gelu, -GELU_RANGE << frac, GELU_RANGE << frac, frac, frac, identity_above=True)
-    weights = [quantize_weight(conv.weight.flatten(1), weight_bits) for conv in convs]
+    net = IntegerParameterNet.of(model.entropy_parameters, frac, weight_bits)
 
-    def run(features):
-        x = torch.round(features.double() * 2.0**frac)
-        b, c, h, w = x.shape
-        x = x.permute(0, 2, 3, 1).reshape(-1, c)
-        for i, (conv, (w_int, shift)) in enumerate(zip(convs, weights)):
-            bias = torch.round(conv.bias.double() * 2.0 ** (frac + shift))
-            x = IntegerLinear(w_int, bias, shift, input_bound=float(x.abs().max()))(x)
-            if i < len(convs) - 1:
-                x = gelu(x)
-        return (x * 0.5**frac).reshape(b, h, w, -1).permute(0, 3, 1, 2).chunk(2, dim=1)
+    def run(hyper, y_hat):
+        features = torch.cat([hyper, model.context_prediction(y_hat)], dim=1)
+        b, e, h, w = features.shape
+        out = net(to_fixed(features, frac).permute(0, 2, 3, 1).reshape(-1, e)) * 0.5**frac
+        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2).chunk(2, dim=1)
 
     return run
+
+
+def context_and_parameters(model, frac: int, weight_bits: int):
+    """(hyper, context input) -> (σ, μ): the integer CAM and parameter net."""
+    from model_store.entropy.integer_nets import IntegerCAM, IntegerParameterNet, integer_entropy_params
+
+    cam = IntegerCAM.of(model.context_prediction, frac, weight_bits)
+    net = IntegerParameterNet.of(model.entropy_parameters, frac, weight_bits)
+    return lambda hyper, y_hat: integer_entropy_params(cam, net, hyper, y_hat, frac)
+
+
+NETWORKS = {"entropy_parameters": parameters_only, "cam+entropy_parameters": context_and_parameters}
 
 
 def coded_bits(model, scales, means, y) -> float:
@@ -74,46 +79,49 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     codec = load_codec(args.model, args.quality)
     model = copy.deepcopy(codec.model).double()  # the entropy path in float64; the codec keeps g_a as shipped
-    convs = [layer for layer in model.entropy_parameters if isinstance(layer, torch.nn.Conv2d)]
-    nets = {(f, w): integer_parameter_net(convs, f, w) for f in FRACTION_BITS for w in WEIGHT_BITS}
-    totals: Dict[Tuple[int, int], List[float]] = {key: [0.0, 0.0] for key in nets}
+    nets = {
+        (name, f, w): build(model, f, w) for name, build in NETWORKS.items() for f in FRACTION_BITS for w in WEIGHT_BITS
+    }
+    totals: Dict[Tuple[str, int, int], List[float]] = {key: [0.0, 0.0] for key in nets}
     paths = image_paths(args.images, args.limit)
     with torch.no_grad():
         for path in paths:
             image = np.ascontiguousarray(open_image(path))
             y = codec.analyse([image]).double()
             z_hat, _ = model.entropy_bottleneck(model.h_a(y))
-            features = torch.cat([model.h_s(z_hat), model.context_prediction(torch.round(y))], dim=1)
+            hyper, y_hat = model.h_s(z_hat), torch.round(y)
+            features = torch.cat([hyper, model.context_prediction(y_hat)], dim=1)
             reference = coded_bits(model, *model.entropy_parameters(features).chunk(2, dim=1), y)
             for key, net in nets.items():
                 totals[key][0] += reference
-                totals[key][1] += coded_bits(model, *net(features), y)
+                totals[key][1] += coded_bits(model, *net(hyper, y_hat), y)
     rows = [
-        {"fraction_bits": f, "weight_bits": w, "rate_change_percent": 100.0 * (q / r - 1.0)}
-        for (f, w), (r, q) in totals.items()
+        {"network": n, "fraction_bits": f, "weight_bits": w, "rate_change_percent": 100.0 * (q / r - 1.0)}
+        for (n, f, w), (r, q) in totals.items()
     ]
     return {
         "model": args.model,
         "quality": args.quality,
         "images": [Path(p).name for p in paths],
         "machine": machine(),
-        "network": "entropy_parameters",
         "rows": rows,
     }
 
 
 def markdown(doc: dict) -> str:
     lines = [
-        f"# Integer entropy path: rate cost of the integer {doc['network']} ({doc['model']} q{doc['quality']})",
+        f"# Integer entropy path: rate cost of integer networks ({doc['model']} q{doc['quality']})",
         "",
-        f"{len(doc['images'])} validation photos; bits the coder would spend with the integer net's (σ, μ) over the "
-        "float64 net's, both fed the float path's hyperprior and context.",
+        f"{len(doc['images'])} validation photos; bits the coder would spend with the integer networks' (σ, μ) over "
+        "the float64 networks', both fed the float path's hyperprior (h_s is not integer yet) and the rounded latent.",
         "",
-        "| fractional bits | weight bits | rate change |",
-        "|---|---|---|",
+        "| integer networks | fractional bits | weight bits | rate change |",
+        "|---|---|---|---|",
     ]
     for r in doc["rows"]:
-        lines.append(f"| {r['fraction_bits']} | {r['weight_bits']} | {r['rate_change_percent']:+.3f} % |")
+        lines.append(
+            f"| {r['network']} | {r['fraction_bits']} | {r['weight_bits']} | {r['rate_change_percent']:+.3f} % |"
+        )
     return "\n".join(lines)
 
 

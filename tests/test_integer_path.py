@@ -12,11 +12,13 @@ import torch.nn.functional as F
 
 from model_store.entropy.integer import (
     EXACT_LIMIT,
+    IntegerLayerNorm,
     IntegerLinear,
     IntegerPathError,
     IntegerTable,
     check_integral,
     floor_div,
+    integer_softmax,
     isqrt,
     quantize_weight,
     round_shift,
@@ -162,3 +164,64 @@ def test_a_table_holds_an_integer_function_flat_below_its_range_and_linear_or_fl
     assert float(exp(torch.tensor([5.0], dtype=torch.float64))) == 2.0**15  # clamped above: exp(0)
     with pytest.raises(ValueError, match="one scale"):
         IntegerTable.of(F.gelu, -8, 8, in_frac=2, out_frac=4, identity_above=True)
+
+
+# -- LayerNorm, softmax and the context model ---------------------------------------------------------------------------
+def test_layer_norm_follows_the_float_one_to_a_few_steps_and_each_row_is_its_own():
+    norm = torch.nn.LayerNorm(48)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    frac = 8
+    layer = IntegerLayerNorm.of(norm, frac)
+    x = ints(300, 48, bits=14, seed=10)
+    out = layer(x)
+    check_integral(out, EXACT_LIMIT, "layer norm")
+    expected = norm(x.float() * 2.0**-frac).double() * 2.0**frac
+    assert float((out - expected).abs().max()) <= 3.0  # steps of 2^-8
+    assert torch.equal(torch.cat([layer(row[None]) for row in x]), out)
+
+
+def test_softmax_rows_sum_to_the_output_scale_and_follow_the_float_softmax():
+    frac = 8
+    exp = IntegerTable.of(torch.exp, -16 << frac, 0, frac, 15)
+    logits = ints(200, 25, bits=12, seed=11)
+    p = integer_softmax(logits, exp, 15)
+    assert float((p.sum(-1) - 2.0**15).abs().max()) <= 25  # one rounding per entry
+    expected = torch.softmax(logits * 2.0**-frac, -1) * 2.0**15
+    assert float((p - expected).abs().max()) <= 2.0**15 * 0.01
+
+
+@pytest.fixture(scope="module")
+def cams():
+    from model_store.architectures.registry import create_model
+    from model_store.entropy.integer_nets import IntegerCAM
+
+    torch.manual_seed(0)
+    model = create_model("erstc", "tiny", 1).eval().double()
+    return model.context_prediction, IntegerCAM.of(model.context_prediction, frac=8, weight_bits=12)
+
+
+def test_the_integer_context_model_follows_the_float_one(cams):
+    cam, integer = cams
+    y_hat = torch.round(torch.randn(1, cam.dim, 9, 11, dtype=torch.float64) * 6)
+    with torch.no_grad():
+        expected = cam(y_hat)
+    got = integer(y_hat * 2.0**8) * 2.0**-8
+    assert float((got - expected).abs().max()) < 0.05 * float(expected.abs().max())
+
+
+def test_the_integer_context_model_gives_the_same_integers_for_any_batch_or_thread_count(cams):
+    _, integer = cams
+    y_hat = torch.round(torch.randn(3, integer.cam.dim, 7, 10, dtype=torch.float64) * 6) * 2.0**8
+    together = integer(y_hat)
+    alone = torch.cat([integer(y_hat[i : i + 1]) for i in range(3)])
+    assert torch.equal(together, alone)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        assert torch.equal(integer(y_hat), together)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(IntegerPathError, match="not an integer"):
+        integer(y_hat + 0.5)

@@ -37,6 +37,8 @@ from model_store.errors import ModelStoreError
 
 __all__ = [
     "EXACT_LIMIT",
+    "IntegerLayerNorm",
+    "integer_softmax",
     "INTEGER_DTYPE",
     "IntegerLinear",
     "IntegerPathError",
@@ -184,3 +186,59 @@ class IntegerTable:
             raise ValueError("an identity tail needs the input and output on one scale")
         k = torch.arange(low, high + 1, dtype=INTEGER_DTYPE)
         return cls(low, torch.round(fn(k * 0.5**in_frac) * 2.0**out_frac), identity_above)
+
+
+@dataclass
+class IntegerLayerNorm:
+    """LayerNorm over the last dimension of integer activations at scale ``2^-frac``, output on the same scale.
+
+    ``m = floor(Σx / n)`` (a mean rounded to the activation step; its error, under one step, moves the normalised
+    value by ``2^-frac / σ``), ``v = floor(Σ(x - m)² / n)``, ``s = isqrt(v · 4^extra + ε)`` (σ with ``extra`` more
+    bits, fewer where the activations are so large that ``4^extra v`` would leave the exact range),
+    ``x̂ = round((x - m) · 2^(frac + extra) / s)``, then ``γ x̂ + β`` with ``γ`` at ``2^-gamma_shift``.
+    """
+
+    gamma: Tensor
+    beta: Tensor  # at scale 2^-(frac + gamma_shift)
+    gamma_shift: int
+    frac: int
+    eps: float
+    extra: int = 8
+
+    def __post_init__(self) -> None:
+        self.gamma = check_integral(self.gamma.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLayerNorm gamma")
+        self.beta = check_integral(self.beta.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLayerNorm beta")
+
+    @classmethod
+    def of(cls, norm, frac: int, bits: int = 16) -> "IntegerLayerNorm":
+        """From a ``torch.nn.LayerNorm`` (post-training quantisation)."""
+        gamma, shift = quantize_weight(norm.weight.detach(), bits)
+        beta = torch.round(norm.bias.detach().double() * 2.0 ** (frac + shift))
+        return cls(gamma, beta, shift, frac, norm.eps)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Checked on the actual values: ``(2 max|x|)² · max(n, 4^extra)`` must stay below 2^52."""
+        check_integral(x, EXACT_LIMIT, "IntegerLayerNorm input")
+        n = x.shape[-1]
+        peak = float(x.abs().max()) if x.numel() else 0.0
+        if not n * (2 * peak) ** 2 < EXACT_LIMIT / 2:
+            raise IntegerPathError(f"IntegerLayerNorm: {n} values up to |x| = {peak:g} leave the exact range")
+        extra = self.extra  # σ's extra bits, fewer for large activations (whose σ needs them less)
+        while extra > 0 and not 4.0**extra * (2 * peak) ** 2 < EXACT_LIMIT / 2:
+            extra -= 1
+        count = torch.full((), float(n), dtype=INTEGER_DTYPE)
+        d = x - floor_div(x.sum(-1, keepdim=True), count)
+        variance = floor_div((d * d).sum(-1, keepdim=True), count)
+        eps = float(round(self.eps * 4.0 ** (self.frac + extra)))
+        sigma = isqrt(variance * 4.0**extra + max(eps, 1.0))  # at 2^-(frac + extra)
+        normalised = floor_div(2.0 * d * 2.0 ** (self.frac + extra) + sigma, 2.0 * sigma)
+        return round_shift(normalised * self.gamma + self.beta, self.gamma_shift)
+
+
+def integer_softmax(logits: Tensor, exp_table: "IntegerTable", out_bits: int) -> Tensor:
+    """Softmax over the last dimension of integer logits (on ``exp_table``'s input scale), as integers summing to
+    about ``2^out_bits`` per row: ``e = exp_table(l - max l)``, ``p = round(e · 2^out_bits / Σe)``."""
+    check_integral(logits, EXACT_LIMIT / 4, "integer_softmax logits")
+    e = exp_table(logits - logits.amax(-1, keepdim=True))
+    total = e.sum(-1, keepdim=True)
+    return floor_div(2.0 * e * 2.0**out_bits + total, 2.0 * total)
