@@ -3,11 +3,11 @@
     python benchmarks/integer_path.py [--model erstc-small] [--quality 6] [--images data/val] [--limit 6]
 
 Post-training quantisation (model_store/entropy/integer_nets.py) to per-tensor power-of-two weights of ``w`` bits
-and activations with ``f`` fractional bits, GELU and exp as tables, LayerNorm and softmax in exact integer form. Two
-networks so far: the entropy-parameter net alone (fed the float path's hyperprior and context), and the CAM context
-model with it (fed the float path's hyperprior and the rounded latent). On real latents of the validation photos:
-the bits the coder would spend (the scale table's entry for each σ, as the rANS coder picks it) with the integer
-(σ, μ) against the float64 ones. Still float: h_s (SwinV2 blocks), next. Results:
+and activations with ``f`` fractional bits, GELU and exp as tables, LayerNorm and softmax in exact integer form.
+Three steps: the entropy-parameter net alone (fed the float path's hyperprior and context), the CAM context model
+with it (fed the float path's hyperprior and the rounded latent), and the whole path, h_s included (fed ẑ). On real
+latents of the validation photos: the bits the coder would spend (the scale table's entry for each σ, as the rANS
+coder picks it) with the integer (σ, μ) against the float64 ones. Results:
 ``benchmarks/results/integer_path.{json,md}``.
 """
 
@@ -54,7 +54,21 @@ def context_and_parameters(model, frac: int, weight_bits: int):
     return lambda hyper, y_hat: integer_entropy_params(cam, net, hyper, y_hat, frac)
 
 
-NETWORKS = {"entropy_parameters": parameters_only, "cam+entropy_parameters": context_and_parameters}
+def whole_path(model, frac: int, weight_bits: int):
+    """(ẑ, context input) -> (σ, μ): h_s, the CAM and the parameter net, all integer."""
+    from model_store.entropy.integer_nets import IntegerHyperSynthesis, to_fixed
+
+    h_s = IntegerHyperSynthesis.of(model.h_s, frac, weight_bits)
+    rest = context_and_parameters(model, frac, weight_bits)
+    return lambda z_hat, y_hat: rest(h_s(to_fixed(z_hat, frac)) * 0.5**frac, y_hat)
+
+
+#: name -> (builder, whether it takes ẑ instead of h_s(ẑ))
+NETWORKS = {
+    "entropy_parameters": (parameters_only, False),
+    "cam+entropy_parameters": (context_and_parameters, False),
+    "h_s+cam+entropy_parameters": (whole_path, True),
+}
 
 
 def coded_bits(model, scales, means, y) -> float:
@@ -80,7 +94,10 @@ def run(args) -> dict:
     codec = load_codec(args.model, args.quality)
     model = copy.deepcopy(codec.model).double()  # the entropy path in float64; the codec keeps g_a as shipped
     nets = {
-        (name, f, w): build(model, f, w) for name, build in NETWORKS.items() for f in FRACTION_BITS for w in WEIGHT_BITS
+        (name, f, w): build(model, f, w)
+        for name, (build, _) in NETWORKS.items()
+        for f in FRACTION_BITS
+        for w in WEIGHT_BITS
     }
     totals: Dict[Tuple[str, int, int], List[float]] = {key: [0.0, 0.0] for key in nets}
     paths = image_paths(args.images, args.limit)
@@ -94,7 +111,8 @@ def run(args) -> dict:
             reference = coded_bits(model, *model.entropy_parameters(features).chunk(2, dim=1), y)
             for key, net in nets.items():
                 totals[key][0] += reference
-                totals[key][1] += coded_bits(model, *net(hyper, y_hat), y)
+                start = z_hat if NETWORKS[key[0]][1] else hyper
+                totals[key][1] += coded_bits(model, *net(start, y_hat), y)
     rows = [
         {"network": n, "fraction_bits": f, "weight_bits": w, "rate_change_percent": 100.0 * (q / r - 1.0)}
         for (n, f, w), (r, q) in totals.items()
@@ -113,7 +131,7 @@ def markdown(doc: dict) -> str:
         f"# Integer entropy path: rate cost of integer networks ({doc['model']} q{doc['quality']})",
         "",
         f"{len(doc['images'])} validation photos; bits the coder would spend with the integer networks' (σ, μ) over "
-        "the float64 networks', both fed the float path's hyperprior (h_s is not integer yet) and the rounded latent.",
+        "the float64 networks' (the context model sees the rounded latent in both).",
         "",
         "| integer networks | fractional bits | weight bits | rate change |",
         "|---|---|---|---|",

@@ -225,3 +225,49 @@ def test_the_integer_context_model_gives_the_same_integers_for_any_batch_or_thre
         torch.set_num_threads(threads)
     with pytest.raises(IntegerPathError, match="not an integer"):
         integer(y_hat + 0.5)
+
+
+# -- h_s: convolutions and SwinV2 groups ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_convolution_or_transposed_convolution_as_unfold_and_one_integer_layer_equals_the_float_one(transposed):
+    from model_store.entropy.integer_nets import IntegerConv2d
+
+    torch.manual_seed(1)
+    kind = torch.nn.ConvTranspose2d if transposed else torch.nn.Conv2d
+    extra = {"output_padding": 1} if transposed else {}
+    conv = kind(6, 5, kernel_size=3, stride=2, padding=1, **extra).double()
+    with torch.no_grad():  # weights on a 2^-6 grid that 12 bits hold exactly: the layer's only rounding is its output's
+        conv.weight.copy_(torch.round(conv.weight * 64) / 64)
+        conv.bias.copy_(torch.round(conv.bias * 64) / 64)
+    x = torch.round(torch.randn(2, 6, 7, 9, dtype=torch.float64) * 4) * 2.0**8
+    got = IntegerConv2d(conv, frac=8, weight_bits=12)(x)
+    with torch.no_grad():
+        expected = conv(x * 2.0**-8) * 2.0**8
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= 0.5  # round-half-up of an exact sum
+
+
+@pytest.fixture(scope="module")
+def tiny_erstc():
+    from model_store.architectures.registry import create_model
+
+    torch.manual_seed(0)
+    return create_model("erstc", "tiny", 1).eval().double()
+
+
+def test_the_integer_hyper_synthesis_converges_to_the_float_one_and_is_batch_invariant(tiny_erstc):
+    """A random tiny model's activations are small (its attention branches a few steps of 2^-8): the error must
+    shrink with more fractional bits, and at 12 be a small fraction of the output."""
+    from model_store.entropy.integer_nets import IntegerHyperSynthesis, to_fixed
+
+    z_hat = torch.round(torch.randn(2, tiny_erstc.h_s[0].in_channels, 3, 5, dtype=torch.float64) * 3)
+    with torch.no_grad():
+        expected = tiny_erstc.h_s(z_hat)
+    errors = {}
+    for frac, bits in ((8, 12), (12, 16)):
+        h_s = IntegerHyperSynthesis.of(tiny_erstc.h_s, frac=frac, weight_bits=bits)
+        got = h_s(to_fixed(z_hat, frac))
+        errors[frac] = float((got * 2.0**-frac - expected).abs().max())
+        assert torch.equal(torch.cat([h_s(to_fixed(z_hat[i : i + 1], frac)) for i in range(2)]), got)
+    assert errors[12] < errors[8] / 4
+    assert errors[12] < 0.02 * float(expected.abs().max())

@@ -195,7 +195,8 @@ class IntegerLayerNorm:
     ``m = floor(Σx / n)`` (a mean rounded to the activation step; its error, under one step, moves the normalised
     value by ``2^-frac / σ``), ``v = floor(Σ(x - m)² / n)``, ``s = isqrt(v · 4^extra + ε)`` (σ with ``extra`` more
     bits, fewer where the activations are so large that ``4^extra v`` would leave the exact range),
-    ``x̂ = round((x - m) · 2^(frac + extra) / s)``, then ``γ x̂ + β`` with ``γ`` at ``2^-gamma_shift``.
+    ``x̂ = round((x - m) · 2^(frac + extra) / s)``, then ``γ x̂ + β`` with ``γ`` at ``2^-gamma_shift``. The input may
+    have more fractional bits than the output (``input_frac``): the normalisation does not care, only ε's scale.
     """
 
     gamma: Tensor
@@ -204,17 +205,20 @@ class IntegerLayerNorm:
     frac: int
     eps: float
     extra: int = 8
+    #: fractional bits of the input when they differ from the output's: a post-norm (SwinV2) normalises a branch
+    #: whose values can be a few output steps in all, so the branch keeps more bits up to the norm
+    input_frac: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.gamma = check_integral(self.gamma.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLayerNorm gamma")
         self.beta = check_integral(self.beta.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLayerNorm beta")
 
     @classmethod
-    def of(cls, norm, frac: int, bits: int = 16) -> "IntegerLayerNorm":
+    def of(cls, norm, frac: int, bits: int = 16, input_frac: Optional[int] = None) -> "IntegerLayerNorm":
         """From a ``torch.nn.LayerNorm`` (post-training quantisation)."""
         gamma, shift = quantize_weight(norm.weight.detach(), bits)
         beta = torch.round(norm.bias.detach().double() * 2.0 ** (frac + shift))
-        return cls(gamma, beta, shift, frac, norm.eps)
+        return cls(gamma, beta, shift, frac, norm.eps, input_frac=input_frac)
 
     def __call__(self, x: Tensor) -> Tensor:
         """Checked on the actual values: ``(2 max|x|)² · max(n, 4^extra)`` must stay below 2^52."""
@@ -229,7 +233,7 @@ class IntegerLayerNorm:
         count = torch.full((), float(n), dtype=INTEGER_DTYPE)
         d = x - floor_div(x.sum(-1, keepdim=True), count)
         variance = floor_div((d * d).sum(-1, keepdim=True), count)
-        eps = float(round(self.eps * 4.0 ** (self.frac + extra)))
+        eps = float(round(self.eps * 4.0 ** ((self.frac if self.input_frac is None else self.input_frac) + extra)))
         sigma = isqrt(variance * 4.0**extra + max(eps, 1.0))  # at 2^-(frac + extra)
         normalised = floor_div(2.0 * d * 2.0 ** (self.frac + extra) + sigma, 2.0 * sigma)
         return round_shift(normalised * self.gamma + self.beta, self.gamma_shift)
