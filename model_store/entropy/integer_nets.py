@@ -33,8 +33,8 @@ from model_store.entropy.integer import (
     quantize_weight,
     round_shift,
 )
-from model_store.layers.swin import map_to_tokens, tokens_to_map, windowed_attention
-from model_store.layers.swin_v2 import ResidualSwinV2Group, SwinV2Block, WindowAttentionV2
+from model_store.layers.swin import map_to_tokens, tokens_to_map
+from model_store.layers.swin_v2 import ResidualSwinV2Group, SwinV2Block, WindowAttentionV2, padded_windowed_attention
 
 __all__ = ["IntegerCAM", "IntegerConv2d", "IntegerHyperSynthesis", "IntegerParameterNet", "to_fixed"]
 
@@ -265,16 +265,7 @@ class IntegerSwinV2Block:
         self.gelu = gelu_table(frac)
 
     def __call__(self, x: Tensor, h: int, w: int) -> Tensor:
-        b, length, c = x.shape
-        ws = self.window
-        y = x.view(b, h, w, c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:
-            y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
-        y = windowed_attention(self.attn, y, ws, self.shift)  # type: ignore[arg-type]
-        if pad_b or pad_r:
-            y = y[:, :h, :w, :]
-        x = x + self.norm1(y.reshape(b, length, c))
+        x = x + self.norm1(padded_windowed_attention(self.attn, x, h, w, self.window, self.shift))
         return x + self.norm2(self.fc2(self.gelu(self.fc1(x))))
 
 

@@ -173,6 +173,20 @@ class WindowAttentionV2(nn.Module):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
 
+def padded_windowed_attention(attn, x: Tensor, h: int, w: int, window: int, shift: int) -> Tensor:
+    """(S)W-MSA of ``(B, h·w, C)`` tokens whose map is padded at the bottom and right to whole windows (the padding
+    is attended to and cropped, as SwinV2/Swin2SR do); ``attn`` as :func:`windowed_attention` calls it."""
+    b, length, c = x.shape
+    y = x.view(b, h, w, c)
+    pad_b, pad_r = (-h) % window, (-w) % window
+    if pad_b or pad_r:
+        y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
+    y = windowed_attention(attn, y, window, shift)
+    if pad_b or pad_r:
+        y = y[:, :h, :w, :]
+    return y.reshape(b, length, c)
+
+
 class SwinV2Block(nn.Module):
     """Res-post-norm Swin V2 block on ``(B, L, C)`` tokens: ``forward(x, h, w) -> (B, L, C)``.
 
@@ -222,15 +236,8 @@ class SwinV2Block(nn.Module):
         b, length, c = x.shape
         if length != h * w:
             raise ValueError(f"{length} tokens do not form a {h}x{w} map")
-        ws = self.window_size
-        y = x.view(b, h, w, c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:
-            y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
-        y = windowed_attention(self.attn, y, ws, self.shift_size)  # type: ignore[arg-type]
-        if pad_b or pad_r:
-            y = y[:, :h, :w, :]
-        x = x + self.drop_path(self.norm1(y.reshape(b, length, c)))
+        y = padded_windowed_attention(self.attn, x, h, w, self.window_size, self.shift_size)
+        x = x + self.drop_path(self.norm1(y))
         return x + self.drop_path(self.norm2(self.mlp(x)))
 
     def zero_init_post_norms(self) -> None:
