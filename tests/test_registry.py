@@ -9,7 +9,7 @@ import torch
 from conftest import natural_image
 
 from model_store import registry
-from model_store.architectures.registry import create_model
+from model_store.architectures.registry import create_model, get_preset
 from model_store.codec import load_codec
 from model_store.errors import UnknownModelError, WeightsFileError
 
@@ -169,6 +169,16 @@ def test_the_default_quality_is_three_or_the_nearest_one_the_model_has(qualities
 
 
 def test_every_shipped_model_ships_the_default_quality():
-    """What the README promises: without a quality, every shipped model codes at the same mid-rate point."""
+    """What the README promises: without a quality, every shipped model codes at the same mid-rate point: quality
+    3 of a per-λ ladder, a variable-rate model's knob code at the λ of its preset's quality 3; and its release
+    measured that point."""
     shipped = registry.shipped_models()
-    assert shipped and all(registry.DEFAULT_QUALITY in qualities for qualities in shipped.values()), shipped
+    assert shipped
+    for model, qualities in shipped.items():
+        default = registry.model_default_quality(model)
+        assert default in qualities, (model, default, qualities)
+        entry = registry.resolve(model, default)
+        if entry.rate_knob is None:
+            assert default == registry.DEFAULT_QUALITY
+        else:
+            assert entry.rate_knob.default_lambda == get_preset(entry.arch, entry.preset).lambdas[3]
