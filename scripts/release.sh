@@ -126,10 +126,15 @@ for r in "${!STARTS[@]}"; do
     mkdir -p "$(dirname "$DEST")"
     cp -r "$SCRATCH/weights/${MODEL}/${VERSION}" "$DEST"
     $PY -m model_store.model_card "$DEST" --eval "$RESULTS/eval_val.json"
+    GOLDEN_DONE=" "
     for spec in "${SPECS[@]}"; do
         case "${spec#*=}" in
             @*) ;;  # a kept file already has its golden stream
-            *) $PY scripts/golden_stream.py "$MODEL" "${spec%%=*}" ;;
+            *)  # one per new file: a variable-rate model's codes all name one checkpoint (its first spec's code)
+                if [[ "$GOLDEN_DONE" != *" ${spec#*=} "* ]]; then
+                    $PY scripts/golden_stream.py "$MODEL" "${spec%%=*}"
+                    GOLDEN_DONE+="${spec#*=} "
+                fi ;;
         esac
     done
 done
