@@ -79,7 +79,7 @@ def render(manifest: Dict, report: Optional[Dict]) -> str:
         fmt = lambda key, spec: format(rd[key], spec) if rd.get(key) is not None else "–"  # noqa: E731
         where = f", kept from {item['stored_in']}" if "stored_in" in item else ""
         lines.append(
-            f"| {q} | {item['lambda']} | {fmt('bpp', '.4f')} | {fmt('psnr', '.2f')} | {fmt('ms_ssim', '.4f')} | "
+            f"| {q} | {item['lambda']:.4g} | {fmt('bpp', '.4f')} | {fmt('psnr', '.2f')} | {fmt('ms_ssim', '.4f')} | "
             f"{fmt('enc_s', '.2f')} | {fmt('dec_s', '.2f')} | {item['file']} ({item['bytes'] / 2**20:.1f} MiB{where}) | "
             f"`{item['sha256'][:16]}…` |"
         )
