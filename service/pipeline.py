@@ -328,8 +328,7 @@ class CodecService:
         codes); None or a per-λ instance: the instance's own."""
         quality = inst.codec.quality_of(quality)
         height, width = image.shape[:2]
-        bucket = (height, width, effort, quality) if effort else (height, width, 0)
-        result = await self._analysis(inst, image, ctx, timings, effort, quality, bucket)
+        result = await self._analysis(inst, image, ctx, timings, effort, quality)
         if effort:
             stream = result
         else:
@@ -345,9 +344,8 @@ class CodecService:
     ) -> Compressed:
         """The stream that meets ``target`` (a variable-rate model): g_a batched like any effort-0 request, then
         the knob search, its probes and real encodes, in the coding pool (model_store/rate_control.py)."""
-        rate_control.check_supported(inst.codec)
         height, width = image.shape[:2]
-        latent = await self._analysis(inst, image, ctx, timings, 0, None, (height, width, 0))
+        latent = await self._analysis(inst, image, ctx, timings)
         t0 = time.monotonic()
         found = await self._in_pool(ctx, rate_control.compress_to_target, inst.codec, image, target, latent)
         timings.stages[RATE_CONTROL_STAGE] = time.monotonic() - t0
@@ -356,9 +354,12 @@ class CodecService:
         self.metrics.observe_rate_control(inst.key[0], target.kind, found.probes, found.encodes)
         return Compressed(found.stream, height, width, found.bpp, timings, found.quality, found)
 
-    async def _analysis(self, inst, image, ctx, timings, effort, quality, bucket):
-        """The batched network pass of a compression: a latent (effort 0) or a finished stream (effort > 0)."""
+    async def _analysis(self, inst, image, ctx, timings, effort: int = 0, quality: Optional[int] = None):
+        """The batched network pass of a compression: a latent (effort 0: batched with any same-sized image, at any
+        code) or a finished stream (effort > 0: only with the same size, effort and code)."""
         model, key_quality = inst.key
+        height, width = image.shape[:2]
+        bucket = (height, width, effort, quality) if effort else (height, width, 0)
         job = self.queues[(model, key_quality, COMPRESS)].submit(
             (image, effort, quality), bucket, ctx.deadline, ctx.token
         )

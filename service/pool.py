@@ -243,7 +243,7 @@ class ModelPool:
 
     def served_for_stream(self, header: StreamHeader) -> Optional[Instance]:
         """The warm instance whose weights made this stream, if one is served (503 while it is loading)."""
-        inst = self.variable_rate(header.model_id) or self.instances.get((header.model_id, header.quality))
+        inst = self._serving(header)
         if inst is None or not header.names_weights(inst.entry.digest):
             return None
         return self._ready(inst)
@@ -254,7 +254,7 @@ class ModelPool:
         if entry is not None and entry.serves(header.model_id, header.quality):
             return entry
         digest = header.weights_digest.hex()[:12]
-        served = self.variable_rate(header.model_id) or self.instances.get((header.model_id, header.quality))
+        served = self._serving(header)
         if served is not None:
             raise WeightsMismatch(
                 f"the stream was made by {header.model_id} q{header.quality} with weights {digest}…, which are "
@@ -264,6 +264,11 @@ class ModelPool:
             f"the stream was made by {header.model_id} q{header.quality} (weights {digest}…), which this server "
             f"neither serves nor has installed; served: {json.dumps(self.served())}"
         )
+
+    def _serving(self, header: StreamHeader) -> Optional[Instance]:
+        """The configured instance for a stream's (model, quality): its model's one variable-rate instance, or the
+        per-λ instance of that quality (loading or not, whichever weights it has)."""
+        return self.variable_rate(header.model_id) or self.instances.get((header.model_id, header.quality))
 
     def load_legacy(self, entry: registry.WeightsEntry) -> Instance:
         """Load (blocking) the weights of an older version or unserved quality, keeping the most recent
