@@ -34,6 +34,8 @@ from safetensors.torch import load_file, save
 from model_store.architectures.base import LearnedImageCodec
 from model_store.architectures.registry import create_model, get_preset
 from model_store.architectures.variable_rate import RateKnob
+from model_store.entropy.integer_coding import STATE_PREFIX as INTEGER_STATE_PREFIX
+from model_store.entropy.integer_coding import IntegerEntropyPath
 from model_store.errors import UnknownModelError, WeightsFileError, WeightsRetiredError
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
@@ -286,8 +288,12 @@ def with_model_constants(model: torch.nn.Module, state: Dict[str, torch.Tensor])
 
 
 def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None:
-    """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed)."""
+    """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed); a file
+    with an integer entropy path gets it exactly as stored (:mod:`model_store.entropy.integer_coding`)."""
+    integer = {k: v for k, v in state.items() if k.startswith(INTEGER_STATE_PREFIX)}
+    state = {k: v for k, v in state.items() if k not in integer}
     model.load_state_dict(with_model_constants(model, float_state(state)))
+    model.integer_entropy = IntegerEntropyPath.from_state(model, integer) if integer else None
 
 
 def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:
@@ -304,6 +310,9 @@ def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:
             p.copy_(p.to(STORED_FLOAT_DTYPE).float())
     model.update(force=True)
     out = {}
+    if model.integer_precision is not None:  # quantised from the fp16 values a loader will see, stored as computed
+        model.integer_entropy = IntegerEntropyPath.of(model, model.integer_precision)
+        out.update(model.integer_entropy.state())
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
         if k in params:

@@ -130,17 +130,21 @@ def test_float32_would_not_be_exact_and_the_guard_refuses_it(layer):
         layer(x32)
 
 
-@pytest.mark.parametrize(
-    "bad, message",
-    [
-        (lambda x: x + 0.5, "not an integer"),
-        (lambda x: x * 4, "exceeds the exact range"),
-        (lambda x: x.masked_fill(x > 0, float("nan")), "not an integer"),
-    ],
-)
-def test_the_guard_refuses_non_integers_and_values_out_of_range(layer, bad, message):
-    with pytest.raises(IntegerPathError, match=message):
+@pytest.mark.parametrize("bad", [lambda x: x * 4, lambda x: x.masked_fill(x > 0, float("nan"))])
+def test_a_layer_refuses_inputs_outside_the_range_its_exactness_was_proven_for(layer, bad):
+    with pytest.raises(IntegerPathError, match="exceeds the exact range"):
         layer(bad(ints(3, 384, bits=16, seed=9)))
+
+
+def test_non_integers_are_refused_where_values_enter_or_leave_the_path():
+    """Inside the path every value is an integer by construction (only its range is checked there); what enters
+    (ẑ, decoded latents) and what leaves (σ, μ) is checked integral as well."""
+    x = ints(3, 384, bits=16, seed=9)
+    assert check_integral(x, 2.0**16, "x") is x
+    with pytest.raises(IntegerPathError, match="not an integer"):
+        check_integral(x + 0.5, 2.0**16, "x")
+    with pytest.raises(IntegerPathError, match="not an integer"):
+        check_integral(x.masked_fill(x > 0, float("nan")), 2.0**16, "x")
 
 
 def test_weights_that_could_overflow_the_exact_range_are_refused_when_the_layer_is_built():

@@ -25,7 +25,7 @@ uniform noise the rate proxy adds, and bf16 scales would bend the likelihoods th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -85,6 +85,12 @@ class LearnedImageCodec(CompressionModel):
     #: photo (0: any crop). ``model_store.train`` warns below it: a net trained only on padded fragments of its
     #: window codes a full-size image badly (zigzag, whose chunk nets work per quadrant).
     min_train_crop: int = 0
+    #: Precision of the integer entropy path a file exported from this model carries (its preset's
+    #: ``integer_entropy``; set by ``create_model``), and the loaded path itself
+    #: (:class:`~model_store.entropy.integer_coding.IntegerEntropyPath`, set by ``registry.load_state`` from a file
+    #: that has one). With a path, ``code_latent`` codes on it; without, on the float64 path.
+    integer_precision = None
+    integer_entropy = None
 
     latent_channels: int
     hyper_channels: int
@@ -191,7 +197,32 @@ class LearnedImageCodec(CompressionModel):
         apply_tiled(self.hyper_analysis, read, write, z_size, grid, per_z, 1, torch.get_num_threads(), heap.trim_heap)
         return z
 
-    # -- real bitstreams (called on the canonical CPU float64 copy, one image at a time) -------------------------
+    # -- real bitstreams (called on the canonical CPU float64 copy) -----------------------------------------------
+    def code_latents(
+        self,
+        ys: Optional[Sequence[Tensor]],
+        z_hats: Sequence[Tensor],
+        coders: Sequence[GaussianSymbolCoder],
+        y_shape: Shape,
+        banded: bool = False,
+        knobs: Optional[Sequence[Optional[int]]] = None,
+    ) -> List[Tensor]:
+        """:meth:`code_latent` for several same-shaped images (``coders[i]`` codes image ``i``). Here one after the
+        other; an architecture whose coder inputs do not depend on the batch (an integer entropy path) overrides
+        it to share each coding step between the images."""
+        knobs = list(knobs) if knobs is not None else [None] * len(coders)
+        return [
+            self.code_latent(
+                None if ys is None else ys[i], z_hats[i], coders[i], y_shape, banded=banded, **_knob_argument(knobs[i])
+            )
+            for i in range(len(coders))
+        ]
+
+    @property
+    def batches_entropy_coding(self) -> bool:
+        """Whether :meth:`code_latents` codes a batch faster than one by one (callers batch only then)."""
+        return False
+
     def compress_latent(self, y: Tensor, allow_banded: bool = True, knob: Optional[int] = None) -> LatentPayload:
         """Entropy-code one image's latent ``y`` of shape ``(1, C, H, W)``; ``allow_banded=False`` keeps large
         images in the whole-map layout that decoders predating ``FLAG_BANDED_HYPER`` read (at its memory cost).
@@ -205,41 +236,74 @@ class LearnedImageCodec(CompressionModel):
         gives both sides the same values, so the encoder knows it without decoding; training validates on it)."""
         if y.dim() != 4 or y.size(0) != 1:
             raise ValueError(f"compress_latent codes one image at a time, got shape {tuple(y.shape)}")
-        knob = self.check_knob(knob)
-        z = self.hyper_analysis_tiled(y)
-        check_codable(z, "the hyper-latent z")  # y itself is checked, centred, by the symbol encoder
-        z_string = self.entropy_bottleneck.compress(z)[0]
-        z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
-        del z
-        encoder = GaussianSymbolEncoder(self.gaussian_conditional)
-        y_shape: Shape = tuple(y.shape[1:])  # type: ignore[assignment]
-        banded = allow_banded and self.hyper_bands_needed(*z_hat.shape[-2:])
-        y_hat = self.code_latent(y, z_hat, encoder, y_shape, banded=banded, **_knob_argument(knob))
-        payload = LatentPayload(
-            z_string=z_string,
-            y_string=encoder.finish(),
-            z_shape=tuple(z_hat.shape[1:]),  # type: ignore[arg-type]
-            y_shape=y_shape,
-            index_crc=encoder.index_crc,
-            banded_hyper=banded,
-            knob=knob,
-        )
-        return payload, y_hat
+        return self.compress_latents_and_reconstruct([y], allow_banded, [knob])[0]
+
+    def compress_latents_and_reconstruct(
+        self, ys: Sequence[Tensor], allow_banded: bool = True, knobs: Optional[Sequence[Optional[int]]] = None
+    ) -> List[Tuple[LatentPayload, Tensor]]:
+        """:meth:`compress_latent_and_reconstruct` of several same-shaped latents ``(1, C, H, W)`` in one coding
+        loop (:meth:`code_latents`); each payload is the one that image alone gets."""
+        if not ys:
+            return []
+        shapes = {tuple(y.shape) for y in ys}
+        if len(shapes) != 1 or ys[0].dim() != 4 or ys[0].size(0) != 1:
+            raise ValueError(f"compress_latents codes same-shaped (1, C, H, W) latents, got {sorted(shapes)}")
+        knobs = [self.check_knob(k) for k in (knobs if knobs is not None else [None] * len(ys))]
+        z_strings, z_hats = [], []
+        for y in ys:
+            z = self.hyper_analysis_tiled(y)
+            check_codable(z, "the hyper-latent z")  # y itself is checked, centred, by the symbol encoder
+            z_strings.append(self.entropy_bottleneck.compress(z)[0])
+            z_hats.append(self.entropy_bottleneck.decompress([z_strings[-1]], z.shape[-2:]))
+            del z
+        encoders = [GaussianSymbolEncoder(self.gaussian_conditional) for _ in ys]
+        y_shape: Shape = tuple(ys[0].shape[1:])  # type: ignore[assignment]
+        banded = allow_banded and self.hyper_bands_needed(*z_hats[0].shape[-2:])
+        y_hats = self.code_latents(ys, z_hats, encoders, y_shape, banded=banded, knobs=knobs)
+        return [
+            (
+                LatentPayload(
+                    z_string=z_string,
+                    y_string=encoder.finish(),
+                    z_shape=tuple(z_hat.shape[1:]),  # type: ignore[arg-type]
+                    y_shape=y_shape,
+                    index_crc=encoder.index_crc,
+                    banded_hyper=banded,
+                    knob=knob,
+                ),
+                y_hat,
+            )
+            for z_string, z_hat, encoder, y_hat, knob in zip(z_strings, z_hats, encoders, y_hats, knobs)
+        ]
 
     def decompress_latent(self, payload: LatentPayload) -> Tensor:
         """Decode ``y_hat`` of shape ``(1, *y_shape)``; raises CoderMismatchError if coder inputs diverged."""
-        knob = self.check_knob(payload.knob)
-        z_string = guard_padded(payload.z_string, payload.z_shape)
-        z_hat = self.entropy_bottleneck.decompress([z_string], payload.z_shape[1:])
-        decoder = GaussianSymbolDecoder(self.gaussian_conditional, guard_padded(payload.y_string, payload.y_shape))
-        if payload.banded_hyper and not self.hyper_bands_needed(*payload.z_shape[1:]):
+        return self.decompress_latents([payload])[0]
+
+    def decompress_latents(self, payloads: Sequence[LatentPayload]) -> List[Tensor]:
+        """:meth:`decompress_latent` of several payloads of one latent shape and layout in one coding loop. A
+        payload that fails fails the call (the caller decodes one by one to tell which)."""
+        if not payloads:
+            return []
+        layouts = {(p.y_shape, p.z_shape, p.banded_hyper) for p in payloads}
+        if len(layouts) != 1:
+            raise ValueError("decompress_latents decodes payloads of one latent shape and layout")
+        first = payloads[0]
+        knobs = [self.check_knob(p.knob) for p in payloads]
+        if first.banded_hyper and not self.hyper_bands_needed(*first.z_shape[1:]):
             raise ValueError("the stream is flagged banded-hyper, which this model does not use at this size")
-        z_hat = z_hat.to(CANONICAL_DTYPE)
-        y_hat = self.code_latent(
-            None, z_hat, decoder, payload.y_shape, banded=payload.banded_hyper, **_knob_argument(knob)
-        )
-        decoder.verify(payload.index_crc)
-        return y_hat
+        z_hats, decoders = [], []
+        for payload in payloads:
+            z_string = guard_padded(payload.z_string, payload.z_shape)
+            z_hat = self.entropy_bottleneck.decompress([z_string], payload.z_shape[1:])
+            z_hats.append(z_hat.to(CANONICAL_DTYPE))
+            decoders.append(
+                GaussianSymbolDecoder(self.gaussian_conditional, guard_padded(payload.y_string, payload.y_shape))
+            )
+        y_hats = self.code_latents(None, z_hats, decoders, first.y_shape, banded=first.banded_hyper, knobs=knobs)
+        for decoder, payload in zip(decoders, payloads):
+            decoder.verify(payload.index_crc)
+        return y_hats
 
     def expected_shapes(self, padded_h: int, padded_w: int) -> Tuple[Shape, Shape]:
         """(z_shape, y_shape) for a padded input size; the container checks headers against this."""

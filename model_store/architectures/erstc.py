@@ -82,6 +82,7 @@ from model_store.architectures.base import LearnedImageCodec, make_entropy_model
 from model_store.architectures.registry import Preset, register
 from model_store.architectures.variable_rate import RateKnob
 from model_store.entropy.causal_context import CausalContextCoding
+from model_store.entropy.integer import IntegerPrecision
 from model_store.layers.cam import CausalAttentionModule
 from model_store.layers.swin import init_transformer_weights
 from model_store.layers.swin_v2 import FeatureEnhancement, ResidualSwinV2Group
@@ -357,7 +358,8 @@ register(
 
 
 def _variable_rate(name: str, cfg: ERSTCConfig, knob: RateKnob, description: str, departures: str) -> Preset:
-    """A variable-rate preset: one model for every code of ``knob`` (its qualities are the codes)."""
+    """A variable-rate preset: one model for every code of ``knob`` (its qualities are the codes), exported with
+    an integer entropy path (issue #29: its streams decode on any device, and batches share each coding step)."""
     return Preset(
         arch="erstc",
         name=name,
@@ -367,6 +369,7 @@ def _variable_rate(name: str, cfg: ERSTCConfig, knob: RateKnob, description: str
         departures=departures,
         extra=_extra(),
         rate_knob=knob,
+        integer_entropy=IntegerPrecision(),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from model_store.architectures.base import LearnedImageCodec, count_parameters
 from model_store.architectures.variable_rate import RateKnob
+from model_store.entropy.integer import IntegerPrecision
 from model_store.errors import UnknownModelError
 
 #: Modules that register presets on import (one per architecture family).
@@ -45,6 +46,9 @@ class Preset:
     departures: str = ""  # how a small preset departs from the paper (goes to the model card)
     extra: Mapping[str, object] = field(default_factory=dict)
     rate_knob: Optional[RateKnob] = None
+    #: Files exported from this preset carry an integer entropy path of this precision (issue #29,
+    #: :mod:`model_store.entropy.integer_coding`) and are coded on it; None: the float64 path.
+    integer_entropy: Optional[IntegerPrecision] = None
 
     @property
     def qualities(self) -> List[int]:
@@ -103,7 +107,9 @@ def create_model(arch: str, preset: str, quality: int) -> LearnedImageCodec:
     spec = get_preset(arch, preset)
     if quality not in spec.lambdas:
         raise UnknownModelError(f"{spec.key} has qualities {spec.qualities}, not {quality}")
-    return spec.build(quality)
+    model = spec.build(quality)
+    model.integer_precision = spec.integer_entropy
+    return model
 
 
 def parameter_count(arch: str, preset: str, quality: int) -> int:

@@ -11,7 +11,7 @@ activations).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from compressai.ops import quantize_ste
@@ -26,6 +26,7 @@ from model_store.entropy.coding import (
     GaussianSymbolEncoder,
 )
 from model_store.entropy.hyper_bands import HyperTerm, band_grid, needs_bands
+from model_store.entropy.integer_coding import code_latents_integer
 from model_store.layers.cam import (
     CausalContext,
     batch_invariant_linear,
@@ -121,6 +122,24 @@ class CausalContextCoding:
             raise ValueError(f"{type(self).__name__} is a per-λ model: it has no knob to probe")
         return KnobProbe(self, y)
 
+    @property
+    def batches_entropy_coding(self) -> bool:
+        """With an integer entropy path a batch shares every wavefront step (:func:`code_latents_integer`)."""
+        return self.integer_entropy is not None
+
+    def code_latents(
+        self,
+        ys: Optional[Sequence[Tensor]],
+        z_hats: Sequence[Tensor],
+        coders: Sequence[GaussianSymbolCoder],
+        y_shape: Shape,
+        banded: bool = False,
+        knobs: Optional[Sequence[Optional[int]]] = None,
+    ) -> List[Tensor]:
+        if self.integer_entropy is None:
+            return super().code_latents(ys, z_hats, coders, y_shape, banded, knobs)
+        return code_latents_integer(self.integer_entropy, self, ys, z_hats, coders, y_shape, banded, knobs)
+
     def code_latent(
         self,
         y: Optional[Tensor],
@@ -159,6 +178,13 @@ class CausalContextCoding:
         ``knob``: a variable-rate model's code; its gains scale what the coder sees (``σ·a``, ``(y - μ)·a``) and
         divide what it returns, its bias joins the parameter net.
         """
+        integer = self.integer_entropy
+        if integer is not None:
+            if schedule is not wavefront_schedule:
+                raise ValueError("the integer entropy path codes in wavefront order only")
+            ys = None if y is None else [y]
+            knobs = None if knob is None else [knob]
+            return code_latents_integer(integer, self, ys, [z_hat], [coder], y_shape, banded, knobs)[0]
         c, h, w = y_shape
         dtype = z_hat.dtype
         steps = schedule(h, w)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -69,10 +69,18 @@ class HyperTerm:
     """``hyper_term`` rows of the positions a coding step asks for, in the whole-map or the banded layout."""
 
     def __init__(
-        self, h_s: nn.Module, w_hyper: Tensor, z_hat: Tensor, y_shape: Tuple[int, int, int], grid: Optional[TileGrid]
+        self,
+        h_s: Callable[[Tensor], Tensor],
+        term: Union[Tensor, Callable[[Tensor], Tensor]],
+        z_hat: Tensor,
+        y_shape: Tuple[int, int, int],
+        grid: Optional[TileGrid],
     ):
-        """``grid``: the banded layout's :func:`band_grid`, or ``None`` for the whole map."""
-        self.h_s, self.w_hyper = h_s, w_hyper
+        """``term``: the first parameter conv's ψ half ``(E1, 2M)`` (the float path: ``ψ @ term.T``) or a function
+        of ψ's rows ``(P, 2M)`` (the integer path's exact accumulator); ``grid``: the banded layout's
+        :func:`band_grid`, or ``None`` for the whole map."""
+        self.h_s = h_s
+        self.term = (lambda psi: psi @ term.t()) if isinstance(term, Tensor) else term
         self.z_hat = z_hat
         c, self.h, self.w = y_shape
         self.psi_channels = 2 * c
@@ -88,7 +96,7 @@ class HyperTerm:
         else:
             psi = h_s(z_hat)
             self._check(psi, self.h, self.w)
-            self.whole = psi[0].flatten(1).t() @ w_hyper.t()  # (H*W, E1): one GEMM, as every older decoder runs it
+            self.whole = self.term(psi[0].flatten(1).t())  # (H*W, E1): one GEMM, as every older decoder runs it
 
     def _check(self, psi: Tensor, h: int, w: int) -> None:
         if tuple(psi.shape[1:]) != (self.psi_channels, h, w):
@@ -130,5 +138,5 @@ class HyperTerm:
                 psi[..., :, cols.keep_start * self.per_z : cols.keep_stop * self.per_z] = piece[
                     ..., top : top + height, left : left + width
                 ]
-            band.term = psi[0].flatten(1).t() @ self.w_hyper.t()
+            band.term = self.term(psi[0].flatten(1).t())
         return band

@@ -27,6 +27,8 @@ from model_store.entropy.integer import (
     IntegerLinear,
     IntegerTable,
     check_integral,
+    check_range,
+    exact_product,
     floor_div,
     integer_softmax,
     isqrt,
@@ -137,13 +139,14 @@ class IntegerCAM:
             tokens[..., (1 + i) * c : (2 + i) * c].reshape(p, cam.block_size, heads, c // heads).transpose(1, 2)
             for i in range(3)
         )
-        logits = round_shift(q @ k.transpose(-2, -1) + self.position_bias, self.frac)  # (P, heads, 25, 25)
+        logits = exact_product(q @ k.transpose(-2, -1), "CAM logits") + self.position_bias
+        logits = round_shift(logits, self.frac)  # (P, heads, 25, 25)
         weights = integer_softmax(logits, self.exp, ATTENTION_BITS).sum(-2, keepdim=True)  # Σ over queries
-        mixed = round_shift(weights @ v, ATTENTION_BITS).reshape(p, c)
+        mixed = round_shift(exact_product(weights @ v, "CAM attention"), ATTENTION_BITS).reshape(p, c)
         summed = mixed + causal[..., :c].sum(1)
         hidden = self.gelu(self.fc1(self.norm2(summed)))
         summed = summed + self.fc2(hidden)
-        return check_integral(self.proj(summed), EXACT_LIMIT / 4, "IntegerCAM output")
+        return check_range(self.proj(summed), EXACT_LIMIT / 4, "IntegerCAM output")
 
     def __call__(self, y_hat: Tensor) -> Tensor:
         cam = self.cam
@@ -241,13 +244,14 @@ class IntegerWindowAttentionV2:
         qkv = self.qkv(x).reshape(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q = round_shift(unit_vectors(qkv[0], self.frac) * self.temperature, self.frac)
         k = unit_vectors(qkv[1], self.frac)
-        logits = round_shift(q @ k.transpose(-2, -1), self.frac) + self.position_bias  # (B·nW, heads, N, N)
+        logits = round_shift(exact_product(q @ k.transpose(-2, -1), "SwinV2 logits"), self.frac) + self.position_bias
         if mask is not None:
             nw = mask.shape[0]
             logits = logits.reshape(bw // nw, nw, self.heads, n, n) + to_fixed(mask, self.frac).unsqueeze(1)
             logits = logits.reshape(bw, self.heads, n, n)
         weights = integer_softmax(logits, self.exp, ATTENTION_BITS)
-        out = round_shift(weights @ qkv[2], ATTENTION_BITS).transpose(1, 2).reshape(bw, n, c)
+        out = round_shift(exact_product(weights @ qkv[2], "SwinV2 attention"), ATTENTION_BITS)
+        out = out.transpose(1, 2).reshape(bw, n, c)
         return self.proj(out)
 
 

@@ -330,16 +330,24 @@ class CausalContext:
     def context(self, positions: Tensor, project: bool = True) -> Tensor:
         """``(P, out_dim)`` context parameters at flat positions ``positions`` (only their 12·P rows are read);
         ``project=False``: the ``(P, dim)`` summary before ``proj`` (see :meth:`CausalAttentionModule.attend`)."""
+        return self.cam.attend(self.gather(positions), batch_invariant=True, padding=self.padding, project=project)
+
+    def gather(self, positions: Tensor) -> Tensor:
+        """``(P, 12, 4 dim)``: the stored features of each position's causal neighbours (what ``attend`` reads;
+        a caller coding several images concatenates theirs into one ``attend`` call)."""
         i, j = (positions // self.w).unsqueeze(1), (positions % self.w).unsqueeze(1)
         neighbours = self._slots(i + self.d_row, j + self.d_col)
         rows = self.features.index_select(0, neighbours.reshape(-1))
-        causal = rows.reshape(positions.numel(), self.cam.num_causal, -1)
-        return self.cam.attend(causal, batch_invariant=True, padding=self.padding, project=project)
+        return rows.reshape(positions.numel(), self.cam.num_causal, -1)
 
     def write(self, positions: Tensor, y_hat: Tensor) -> None:
         """Store decoded latent vectors ``(P, dim)`` at flat ``positions``."""
+        self.write_features(positions, self.cam.token_features(y_hat, True))
+
+    def write_features(self, positions: Tensor, features: Tensor) -> None:
+        """Store the ``[x, q, k, v]`` features ``(P, 4 dim)`` of decoded latents at flat ``positions``."""
         slots = self._slots(positions // self.w, positions % self.w)
-        self.features.index_copy_(0, slots, self.cam.token_features(y_hat, True))
+        self.features.index_copy_(0, slots, features)
 
 
 def live_rows(schedule: Sequence[Tensor], w: int, block_len: int = 5) -> int:

@@ -1,0 +1,313 @@
+"""Coding a CAM-context latent on the integer entropy path, several images at once (issue #29).
+
+Why: the float64 path (:mod:`~model_store.entropy.causal_context`) gives encoder and decoder the same scale indexes
+only while both run the same float operations in the same order: one image at a time, on a CPU, with row-by-row
+products so that no value depends on its neighbours in a call. It cannot be batched, moved to a GPU or trusted on a
+CPU whose ``exp`` or GEMM rounds differently. :class:`IntegerEntropyPath` computes every scale and mean of the
+coding loop with the exact integer networks of :mod:`~model_store.entropy.integer_nets` instead: the same integers
+for any batch, blocking, thread count and device, so the wavefront loop can code a whole batch of same-sized images
+per step (one CAM call and one parameter-net call for all of them), and a stream decodes on any machine.
+
+What a stream made this way depends on is stored in the weights file, not recomputed: the integer weights, biases
+and shifts, the GELU and exp tables, the position biases SwinV2's continuous MLP produces, and for a variable-rate
+model every code's gains and parameter-net bias (keys under :data:`STATE_PREFIX`, covered by the file's sha256 like
+every other tensor). A file without them is coded on the float64 path as before, so every older stream decodes as it
+always did; a file with them is a new model version whose streams are integer-path streams.
+
+The coder sees ``σ = σ_int · 2^-frac`` and ``μ = μ_int · 2^-frac`` (exact floats), scaled by a code's stored gain
+for a variable-rate model; the decoded latent goes back into the context on the ``2^-frac`` grid
+(``round(ŷ · 2^frac)``). Those are single IEEE-754 operations, correctly rounded on every device.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from model_store.architectures.base import Shape
+from model_store.entropy.coding import GaussianSymbolCoder
+from model_store.entropy.hyper_bands import HyperTerm, band_grid
+from model_store.entropy.integer import (
+    EXACT_LIMIT,
+    INTEGER_DTYPE,
+    IntegerPathError,
+    IntegerPrecision,
+    check_integral,
+    check_range,
+    exact_product,
+    round_shift,
+)
+from model_store.entropy.integer_nets import (
+    ACTIVATION_BOUND,
+    IntegerCAM,
+    IntegerHyperSynthesis,
+    IntegerParameterNet,
+    to_fixed,
+)
+from model_store.layers.cam import CausalContext, live_rows, wavefront_schedule
+
+__all__ = ["IntegerEntropyPath", "STATE_PREFIX", "code_latents_integer", "has_integer_state"]
+
+#: Key prefix of the integer path's tensors in a weights file.
+STATE_PREFIX = "integer_entropy."
+
+
+class _ContextView:
+    """:class:`IntegerCAM` with the interface :class:`~model_store.layers.cam.CausalContext` stores rows through
+    (its geometry comes from the float CAM; its features are the integer ``[x, q, k, v]``)."""
+
+    def __init__(self, cam: IntegerCAM):
+        self.integer = cam
+        self.block_len, self.offsets, self.num_causal = cam.cam.block_len, cam.cam.offsets, cam.cam.num_causal
+
+    def padding_features(self, batch_invariant: bool = True) -> Tensor:
+        return self.integer.token_features(torch.zeros(1, self.integer.cam.dim, dtype=INTEGER_DTYPE))[0]
+
+
+class IntegerEntropyPath:
+    """h_s, the CAM and the parameter net of one model as exact integer networks (module docstring)."""
+
+    def __init__(
+        self,
+        precision: IntegerPrecision,
+        h_s: IntegerHyperSynthesis,
+        cam: IntegerCAM,
+        net: IntegerParameterNet,
+        latent_channels: int,
+        knob_gains: Optional[Tensor] = None,
+        knob_biases: Optional[Tensor] = None,
+    ):
+        self.precision = precision
+        self.h_s, self.cam, self.net = h_s, cam, net
+        self.latent_channels = latent_channels
+        #: a variable-rate model's per-code gains ``(levels, M)`` (float64) and first-layer biases ``(levels, E1)``
+        #: (integers on the first layer's accumulator scale); row ``code - 1``
+        self.knob_gains, self.knob_biases = knob_gains, knob_biases
+        self._check_first_layer()
+
+    # -- construction ------------------------------------------------------------------------------------------------
+    @classmethod
+    def of(cls, model: nn.Module, precision: IntegerPrecision = IntegerPrecision()) -> "IntegerEntropyPath":
+        """Post-training quantisation of ``model``'s entropy nets (run once, at export, on the fp16-rounded weights)."""
+        frac, bits = precision.frac, precision.weight_bits
+        net = IntegerParameterNet.of(model.entropy_parameters, frac, bits)
+        gains = biases = None
+        table = getattr(model, "knob_table", None)
+        if table is not None:
+            table = copy.deepcopy(table).double()  # each code's gains as the float64 path computes them
+            with torch.no_grad():
+                points = [table.at_code(code) for code in table.knob.codes]
+            gains = torch.stack([p.gain.detach().double() for p in points])
+            scale = 2.0 ** (frac + net.layers[0].shift)
+            biases = torch.round(torch.stack([p.bias.detach().double() for p in points]) * scale)
+        return cls(
+            precision,
+            IntegerHyperSynthesis.of(model.h_s, frac, bits),
+            IntegerCAM.of(model.context_prediction, frac, bits),
+            net,
+            model.latent_channels,
+            gains,
+            biases,
+        )
+
+    def _check_first_layer(self) -> None:
+        """The first layer's accumulator is split (ψ half up front, context half per step, a code's bias): its
+        static proof must hold with the largest knob bias added."""
+        first = self.net.layers[0]
+        extra = float(self.knob_biases.abs().max()) if self.knob_biases is not None else 0.0
+        worst = first.input_bound * float(first.weight.abs().sum(1).max()) + float(first.bias.abs().max()) + extra
+        if not worst < EXACT_LIMIT / 2:
+            raise IntegerPathError(f"the first parameter layer can reach {worst:.3g}, beyond the exact range")
+
+    # -- storage ---------------------------------------------------------------------------------------------------
+    def state(self) -> Dict[str, Tensor]:
+        """Every number this path computes with, as tensors named under :data:`STATE_PREFIX` (integers in the
+        smallest integer dtype that holds them; the gains, which are not integers, in float64)."""
+        out = {STATE_PREFIX + "precision": torch.tensor([self.precision.frac, self.precision.weight_bits])}
+        for key, value in _walk(self, ""):
+            out[STATE_PREFIX + key] = _stored(value)
+        return out
+
+    @classmethod
+    def from_state(cls, model: nn.Module, state: Dict[str, Tensor]) -> "IntegerEntropyPath":
+        """The path exactly as stored: built from ``model`` for its structure, then every number replaced by the
+        stored one (so nothing this machine's float arithmetic computes can reach a stream)."""
+        stored = {k[len(STATE_PREFIX) :]: v for k, v in state.items() if k.startswith(STATE_PREFIX)}
+        frac, weight_bits = (int(v) for v in stored.pop("precision"))
+        path = cls.of(model, IntegerPrecision(frac, weight_bits))
+        own = dict(_walk(path, ""))
+        if set(stored) != set(own):
+            missing, extra = sorted(set(own) - set(stored))[:3], sorted(set(stored) - set(own))[:3]
+            raise ValueError(f"integer entropy tables do not match the architecture (missing {missing}, extra {extra})")
+        for key, value in stored.items():
+            _assign(path, key, value, own[key])
+        path._check_first_layer()
+        return path
+
+    # -- the coding loop's pieces ------------------------------------------------------------------------------------
+    def hyper_synthesis(self, z_hat: Tensor) -> Tensor:
+        """ψ ``(1, 2M, h, w)`` integers at ``2^-frac`` from a decoded hyper-latent (floats)."""
+        return self.h_s(to_fixed(z_hat, self.precision.frac))
+
+    def hyper_accumulator(self, psi_rows: Tensor) -> Tensor:
+        """The first parameter layer's ψ half plus its bias, before rescaling: ``(P, 2M)`` -> ``(P, E1)``, exact."""
+        first = self.net.layers[0]
+        check_integral(psi_rows, first.input_bound, "ψ")
+        return exact_product(psi_rows @ first.weight[:, : psi_rows.shape[1]].t(), "ψ term") + first.bias
+
+    def parameters(self, hyper_acc: Tensor, context: Tensor) -> tuple:
+        """(σ_int, μ_int) ``(P, M)`` from the ψ accumulators ``(P, E1)`` (code bias included) and the CAM outputs."""
+        first = self.net.layers[0]
+        check_range(context, first.input_bound, "CAM output")
+        own = context @ first.weight[:, first.weight.shape[1] - context.shape[1] :].t()
+        acc = hyper_acc + exact_product(own, "context term")
+        x = round_shift(acc, first.shift)
+        for layer in self.net.layers[1:]:
+            x = layer(self.net.gelu(x))
+        return check_integral(x, EXACT_LIMIT / 4, "entropy parameters").chunk(2, dim=-1)
+
+    def code_gain(self, code: Optional[int]) -> Optional[Tensor]:
+        if code is None:
+            return None
+        if self.knob_gains is None:
+            raise ValueError("a per-λ model's integer path has no knob codes")
+        return self.knob_gains[code - 1]
+
+    def code_bias(self, code: Optional[int]) -> Optional[Tensor]:
+        return None if code is None else self.knob_biases[code - 1]  # type: ignore[index]
+
+
+def has_integer_state(state: Dict[str, Tensor]) -> bool:
+    """Whether a stored weights state carries an integer entropy path (a file made with one)."""
+    return any(k.startswith(STATE_PREFIX) for k in state)
+
+
+def code_latents_integer(
+    path: IntegerEntropyPath,
+    model: nn.Module,
+    ys: Optional[Sequence[Tensor]],
+    z_hats: Sequence[Tensor],
+    coders: Sequence[GaussianSymbolCoder],
+    y_shape: Shape,
+    banded: bool = False,
+    knobs: Optional[Sequence[Optional[int]]] = None,
+) -> List[Tensor]:
+    """Code the latents of ``len(coders)`` same-sized images in one wavefront loop: at every step one CAM call and
+    one parameter-net call cover every image's positions, then each image's symbols go to its own coder (same
+    order as one image alone: the integers do not depend on the company they are computed in).
+
+    ``ys``: the encoder's latents ``(1, M, h, w)`` each (None when decoding); ``z_hats`` ``(1, N, zh, zw)`` each;
+    ``knobs``: a variable-rate model's code per image. Returns each image's ŷ ``(1, M, h, w)`` (float64).
+    """
+    c, h, w = y_shape
+    frac = path.precision.frac
+    count = len(coders)
+    knobs = list(knobs) if knobs is not None else [None] * count
+    steps = wavefront_schedule(h, w, model.context_prediction.block_len)
+    grid = band_grid(model) if banded else None
+    hypers = []
+    for b in range(count):
+        bias = path.code_bias(knobs[b])
+        term = path.hyper_accumulator if bias is None else (lambda rows, bias=bias: path.hyper_accumulator(rows) + bias)
+        hypers.append(HyperTerm(path.hyper_synthesis, term, z_hats[b], y_shape, grid))
+    gains = [path.code_gain(k) for k in knobs]
+    view = _ContextView(path.cam)
+    ring = live_rows(steps, w, view.block_len)
+    contexts = [CausalContext(view, h, w, INTEGER_DTYPE, ring) for _ in range(count)]  # type: ignore[arg-type]
+    padding = contexts[0].padding
+    y_cols = None if ys is None else [y[0].flatten(1) for y in ys]
+    y_hats = [torch.zeros(c, h * w, dtype=INTEGER_DTYPE) for _ in range(count)]
+    for positions in steps:
+        p = positions.numel()
+        causal = torch.cat([ctx.gather(positions) for ctx in contexts])
+        hyper_acc = torch.cat([hyper.rows(positions) for hyper in hypers])
+        scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding))
+        scales, means = scales_int * 0.5**frac, means_int * 0.5**frac
+        parts = []
+        for b in range(count):
+            rows = slice(b * p, (b + 1) * p)
+            exact = None if y_cols is None else y_cols[b].index_select(1, positions).t().to(INTEGER_DTYPE)
+            a = gains[b]
+            if a is None:
+                part = coders[b].code(scales[rows], means[rows], exact)
+            else:
+                part = coders[b].code(scales[rows] * a, means[rows] * a, None if exact is None else exact * a) / a
+            y_hats[b].index_copy_(1, positions, part.t())
+            parts.append(part)
+        fixed = to_fixed(torch.cat(parts), frac)
+        check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
+        features = path.cam.token_features(fixed)
+        for b, ctx in enumerate(contexts):
+            ctx.write_features(positions, features[b * p : (b + 1) * p])
+        for hyper in hypers:
+            hyper.release_above(int(positions.min()) // w)
+    return [y.reshape(1, c, h, w) for y in y_hats]
+
+
+# -- storage helpers ---------------------------------------------------------------------------------------------------
+_PATH_TYPES: tuple = ()  # filled below: the integer-path classes whose attributes are walked
+
+
+def _walk(obj, prefix: str):
+    """``(dotted name, value)`` of every tensor and number reachable through the integer-path objects (the float
+    modules they keep for their geometry are not walked: they are the model's, stored as the model's)."""
+    for name, value in sorted(vars(obj).items()):
+        key = f"{prefix}{name}"
+        if isinstance(value, Tensor):
+            yield key, value
+        elif isinstance(value, bool) or value is None or isinstance(value, (nn.Module, IntegerPrecision, str)):
+            continue
+        elif isinstance(value, (int, float)):
+            yield key, value
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _walk(item, f"{key}.{i}.")
+        elif isinstance(value, _PATH_TYPES):
+            yield from _walk(value, f"{key}.")
+
+
+def _stored(value) -> Tensor:
+    if not isinstance(value, Tensor):
+        return torch.tensor([float(value)], dtype=torch.float64)
+    value = value.detach().cpu()
+    if value.is_floating_point() and value.numel() and bool(torch.all(value == torch.round(value))):
+        peak = float(value.abs().max())
+        for dtype in (torch.int8, torch.int16, torch.int32):
+            if peak <= torch.iinfo(dtype).max:
+                return value.to(dtype).contiguous()
+    return value.contiguous()
+
+
+def _assign(root, key: str, stored: Tensor, current) -> None:
+    *parents, leaf = key.split(".")
+    obj = root
+    for part in parents:
+        obj = obj[int(part)] if isinstance(obj, list) else getattr(obj, part)
+    if isinstance(current, Tensor):
+        if tuple(stored.shape) != tuple(current.shape):
+            raise ValueError(
+                f"integer entropy table {key}: shape {tuple(stored.shape)}, expected {tuple(current.shape)}"
+            )
+        value = stored.to(current.dtype)
+    else:
+        number = float(stored.reshape(-1)[0])
+        value = int(number) if isinstance(current, int) else number
+    setattr(obj, leaf, value)
+
+
+def _path_types() -> tuple:
+    from model_store.entropy import integer, integer_nets
+
+    names = [getattr(integer, n) for n in ("IntegerLinear", "IntegerTable", "IntegerLayerNorm")]
+    names += [
+        getattr(integer_nets, n)
+        for n in dir(integer_nets)
+        if n.startswith("Integer") and isinstance(getattr(integer_nets, n), type)
+    ]
+    return tuple(names) + (IntegerEntropyPath, _ContextView)
+
+
+_PATH_TYPES = _path_types()
