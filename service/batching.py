@@ -88,8 +88,14 @@ class BatchQueue(Generic[P, R]):
         max_pending: int,
         retry_after_s: int = 1,
         observer: Optional[QueueObserver] = None,
+        workers: int = 1,
     ):
+        """``workers``: batches run side by side (one per thread of ``executor`` that should stay busy; 1 where
+        passes must take turns on one device)."""
+        if workers < 1:
+            raise ValueError(f"a queue needs at least one worker, got {workers}")
         self.name = name
+        self.workers = workers
         self.run_batch = run_batch
         self.executor = executor
         self.max_batch_size = max_batch_size
@@ -100,14 +106,14 @@ class BatchQueue(Generic[P, R]):
         self._pending: Deque[Job[P]] = deque()
         self._wakeup = asyncio.Event()
         self._accepting = True
-        self._running = 0  # jobs in the network pass now
+        self._running = 0  # jobs in the passes running now
         self._reserved = 0  # requests admitted to this queue's path (decoding, queued, running or coding)
-        self._worker: Optional[asyncio.Task] = None
+        self._tasks: List[asyncio.Task] = []
 
     # -- producer side -------------------------------------------------------------------------------------------
     @property
     def max_reserved(self) -> int:
-        return self.max_pending + self.max_batch_size
+        return self.max_pending + self.workers * self.max_batch_size
 
     @contextmanager
     def reserve(self) -> Iterator[None]:
@@ -145,8 +151,11 @@ class BatchQueue(Generic[P, R]):
                 f"{self.name}: {len(self._pending)} requests already queued; retry after {self.retry_after_s} s",
                 self._retry_after(),
             )
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batch-queue {self.name}")
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._work(), name=f"batch-queue {self.name} #{i}") for i in range(self.workers)
+            ]
         job = Job(payload, bucket, deadline, asyncio.get_running_loop().create_future(), token)
         job.future.add_done_callback(self._on_withdrawn)
         self._pending.append(job)
@@ -184,10 +193,10 @@ class BatchQueue(Generic[P, R]):
             job = self._pending.popleft()
             if not job.future.done():
                 job.future.set_exception(Draining("the server shut down before this request ran"))
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
             try:
-                await self._worker
+                await task
             except asyncio.CancelledError:
                 pass
         self.observer.depth(0)
@@ -260,7 +269,7 @@ class BatchQueue(Generic[P, R]):
         return batch
 
     async def _run(self, batch: List[Job[P]]) -> None:
-        self._running = len(batch)
+        self._running += len(batch)
         try:
             loop = asyncio.get_running_loop()
             token = cancellation.AllOf([job.token for job in batch])
@@ -268,7 +277,7 @@ class BatchQueue(Generic[P, R]):
                 self.executor, self._call, [job.payload for job in batch], token
             )
         finally:
-            self._running = 0
+            self._running -= len(batch)
         self.observer.batch(len(batch), inference_s, fell_back)
         for job, outcome in zip(batch, outcomes, strict=True):
             if job.future.done():  # the caller left while the batch ran

@@ -3,7 +3,8 @@
 Labels take values from closed sets: ``endpoint`` is a route template (or ``other``), ``model``/``quality`` are
 served instances (``quality="knob"`` for a variable-rate model's one instance, whatever code a request used; or
 empty when a request named none that exists), ``target`` is ``max_bytes``/``target_bpp``/``min_psnr``, ``status`` is an HTTP status, ``reason`` and
-``stage`` are fixed vocabularies. Every app owns its own ``CollectorRegistry``, so two apps in one process (tests)
+``stage`` are fixed vocabularies; ``op`` is ``compress``/``decompress`` (the network passes) or ``entropy_encode``/
+``entropy_decode`` (the coding loops of a model that batches entropy coding: an integer entropy path). Every app owns its own ``CollectorRegistry``, so two apps in one process (tests)
 never share counters.
 
 ============================================  ===========  ===========================================
@@ -82,12 +83,21 @@ class ServiceMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "lic_batch_size", "Requests per network pass", instance, buckets=BATCH_BUCKETS, registry=r
+            "lic_batch_size",
+            "Requests per network pass (or per coding loop: op entropy_*)",
+            instance,
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.batch_fallbacks = Counter(
             "lic_batch_fallbacks", "Batches that failed and were retried one request at a time", instance, registry=r
         )
-        self.queue_depth = Gauge("lic_queue_depth", "Requests waiting for a network pass", instance, registry=r)
+        self.queue_depth = Gauge(
+            "lic_queue_depth",
+            "Requests waiting for a network pass (or a coding loop: op entropy_*)",
+            instance,
+            registry=r,
+        )
         self.bpp = Histogram(
             "lic_bits_per_pixel",
             "Bits per pixel of produced bitstreams",

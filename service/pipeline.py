@@ -46,6 +46,9 @@ log = logging.getLogger("service")
 ADMITTED = "admitted_before_drain"
 
 COMPRESS, DECOMPRESS = "compress", "decompress"
+#: The entropy-coding stage's own queues (models whose coding loop batches: an integer entropy path), so the
+#: latents of one analysis batch, or streams of one latent shape, share every wavefront step.
+ENTROPY_ENCODE, ENTROPY_DECODE = "entropy_encode", "entropy_decode"
 
 #: metric stage -> Server-Timing metric name
 _TIMING_NAMES = {
@@ -158,6 +161,19 @@ class CodecService:
                     max_pending=self.settings.queue_size,
                     retry_after_s=self.settings.retry_after_s,
                     observer=self.metrics.queue_observer(op, model, inst.label),
+                )
+            for op, run in ((ENTROPY_ENCODE, self._encode_latents), (ENTROPY_DECODE, self._decode_latents)):
+                first_stage = self.queues[(model, quality, COMPRESS if op == ENTROPY_ENCODE else DECOMPRESS)]
+                self.queues[(model, quality, op)] = BatchQueue(
+                    f"{model} q{quality} {op}",
+                    _bind(run, inst),
+                    self.coding,
+                    max_batch_size=self.settings.max_batch_size,
+                    max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
+                    max_pending=first_stage.max_reserved,  # only admitted requests get here: never a second 429
+                    retry_after_s=self.settings.retry_after_s,
+                    observer=self.metrics.queue_observer(op, model, inst.label),
+                    workers=self.settings.coding_threads,
                 )
         self.metrics.instances_loaded.set(0)
         self.metrics.instances_ready.set(0)
@@ -333,7 +349,13 @@ class CodecService:
             stream = result
         else:
             t0 = time.monotonic()
-            stream = await self._in_pool(ctx, inst.codec.encode_latent, result, height, width, quality)
+            if inst.codec.canonical.batches_entropy_coding:
+                job = self.queues[(inst.key[0], inst.key[1], ENTROPY_ENCODE)].submit(
+                    (result, height, width, quality), (height, width), ctx.deadline, ctx.token
+                )
+                stream = (await self._wait(ctx, job.future)).value
+            else:
+                stream = await self._in_pool(ctx, inst.codec.encode_latent, result, height, width, quality)
             timings.stages["entropy_coding"] = time.monotonic() - t0
         self._observe(COMPRESS, inst, timings)
         self._price_observed(COMPRESS, inst, height * width, timings, effort)
@@ -388,7 +410,13 @@ class CodecService:
     ) -> Decompressed:
         model, quality = inst.key
         t0 = time.monotonic()
-        y_hat, header = await self._in_pool(ctx, inst.codec.decode_latent, data)
+        if inst.codec.canonical.batches_entropy_coding:
+            header = container.parse_header(data)  # the route parsed it already: cheap, and it cannot fail here
+            layout = (header.latent_shapes, header.banded_hyper)
+            job = self.queues[(model, quality, ENTROPY_DECODE)].submit(data, layout, ctx.deadline, ctx.token)
+            y_hat, header = (await self._wait(ctx, job.future)).value
+        else:
+            y_hat, header = await self._in_pool(ctx, inst.codec.decode_latent, data)
         timings.stages["entropy_coding"] = time.monotonic() - t0
         job = self.queues[(model, quality, DECOMPRESS)].submit(
             (y_hat, header), tuple(y_hat.shape), ctx.deadline, ctx.token
@@ -435,6 +463,18 @@ class CodecService:
         timings.stages["image_io"] = time.monotonic() - t0
         self.metrics.legacy_decodes.labels(inst.key[0], inst.label, inst.entry.version).inc()
         return Decompressed(encoded, container.parse_header(data), timings)
+
+    @staticmethod
+    def _encode_latents(inst: Instance, jobs: List[Tuple[torch.Tensor, int, int, int]]) -> List[bytes]:
+        """Streams of one entropy-coding batch: latents of one image size, any codes, one coding loop."""
+        _, height, width, _ = jobs[0]
+        return inst.codec.encode_latents([y for y, _, _, _ in jobs], height, width, [q for _, _, _, q in jobs])
+
+    @staticmethod
+    def _decode_latents(inst: Instance, streams: List[bytes]) -> List[Tuple[torch.Tensor, container.StreamHeader]]:
+        """(ŷ, header) of one entropy-decoding batch: streams of one latent layout, one coding loop (a bad stream
+        fails the batch, and the queue's one-by-one retry fails it alone)."""
+        return inst.codec.decode_latents(streams)
 
     @staticmethod
     def _synthesise(inst: Instance, items: List[Tuple[torch.Tensor, container.StreamHeader]]) -> List[np.ndarray]:

@@ -25,7 +25,8 @@ import uvicorn
 from conftest import TinyHyperprior, natural_image
 
 from model_store import registry
-from model_store.architectures.registry import Preset, register
+from model_store.architectures.erstc import ERSTC_TINY_KNOB
+from model_store.architectures.registry import Preset, create_model, register
 from model_store.codec import ImageCodec
 from model_store.image_io import encode_image
 from service.app import create_app
@@ -174,10 +175,31 @@ def running(root: Path, **overrides) -> Iterator[ServerThread]:
         yield server
 
 
+#: the variable-rate test model (a tiny random ERSTC with a 16-code knob and an integer entropy path)
+VR = "erstc-tiny-vr"
+
+
+def build_variable_rate_root(root: Path) -> Path:
+    """:func:`build_weights_root` plus :data:`VR` exported the way shipped weights are (codes 1 and 16 listed)."""
+    build_weights_root(root)
+    torch.manual_seed(0)
+    model = create_model("erstc", "tiny-vr", 1).eval()
+    levels = ERSTC_TINY_KNOB.levels
+    rd = {1: {"bpp": 0.2, "psnr": 24.0, "ms_ssim": 0.8, "n_images": 3}, levels: {"bpp": 1.1, "psnr": 29.0}}
+    registry.write_model_version({1: model, levels: model}, "erstc", "tiny-vr", "1", root=root, rd_points=rd)
+    registry.refresh()
+    return root
+
+
 # -- fixtures ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def weights_root(tmp_path_factory) -> Path:
     return build_weights_root(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def vr_root(tmp_path_factory) -> Path:
+    return build_variable_rate_root(tmp_path_factory.mktemp("vr-weights"))
 
 
 @pytest.fixture(scope="session")

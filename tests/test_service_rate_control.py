@@ -14,18 +14,16 @@ import re
 import httpx
 import numpy as np
 import pytest
-import torch
 
 pytest.register_assert_rewrite("service_fixtures")
 
 from conftest import natural_image  # noqa: E402
-from service_fixtures import MODEL, QUALITIES, build_weights_root, running  # noqa: E402
+from service_fixtures import MODEL, QUALITIES, VR, running  # noqa: E402
 from test_service_api import assert_error as error_body  # noqa: E402
 from test_service_metrics import scrape, value  # noqa: E402
 
 from model_store import container, metrics, registry  # noqa: E402
 from model_store.architectures.erstc import ERSTC_TINY_KNOB  # noqa: E402
-from model_store.architectures.registry import create_model  # noqa: E402
 from model_store.codec import ImageCodec  # noqa: E402
 from model_store.image_io import encode_image, open_image  # noqa: E402
 from model_store.rate_control import RateTarget, compress_to_target  # noqa: E402
@@ -34,24 +32,12 @@ from service.media import BITSTREAM  # noqa: E402
 
 pytest_plugins = ("service_fixtures",)
 
-VR = "erstc-tiny-vr"
 LEVELS = ERSTC_TINY_KNOB.levels
 IMAGES = [natural_image(64, 96, seed) for seed in range(2)]
 
 
 def _png(image: np.ndarray) -> bytes:
     return encode_image(image, "PNG")
-
-
-@pytest.fixture(scope="module")
-def vr_root(tmp_path_factory):
-    root = build_weights_root(tmp_path_factory.mktemp("vr-weights"))
-    torch.manual_seed(0)
-    model = create_model("erstc", "tiny-vr", 1).eval()
-    rd = {1: {"bpp": 0.2, "psnr": 24.0, "ms_ssim": 0.8, "n_images": 3}, LEVELS: {"bpp": 1.1, "psnr": 29.0}}
-    registry.write_model_version({1: model, LEVELS: model}, "erstc", "tiny-vr", "1", root=root, rd_points=rd)
-    registry.refresh()
-    return root
 
 
 @pytest.fixture(scope="module")
