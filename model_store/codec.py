@@ -123,6 +123,8 @@ class ImageCodec:
         self.limits = limits
         self.model = model.to(self.device).float().eval()
         self.canonical = canonical_copy(self.model)
+        if self.canonical.integer_entropy is not None:  # exact anywhere: it runs (batched) where the model does
+            self.canonical.integer_entropy = self.canonical.integer_entropy.to(self.device)
         #: the quality scale of a variable-rate model, None for a per-λ one
         self.rate_knob = self.model.rate_knob
         if self.rate_knob is not None:

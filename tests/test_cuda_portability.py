@@ -4,7 +4,8 @@ Skipped where no CUDA device is present (run them on a lent GPU: ``python -m pyt
 check: the entropy-parameter path runs on the CPU in float64 on both sides, so the decoded latent ŷ is bit-identical
 whatever device ran the heavy transforms; only the synthesis g_s runs on the device, whose kernels round
 differently from the CPU's, so pixels may differ by at most one level between a CPU and a CUDA decode (every device
-is still bit-exact with itself across batch sizes).
+is still bit-exact with itself across batch sizes). A model with an integer entropy path (issue #29) runs that path
+on the device itself: exact integers, so its streams are the CPU's byte for byte.
 """
 
 from __future__ import annotations
@@ -89,3 +90,40 @@ def test_an_effort_1_stream_made_on_cuda_decodes_on_the_cpu_and_repeats_on_cuda(
     stream = gpu.compress(img, effort=1)
     assert gpu.compress(img, effort=1) == stream
     assert torch.equal(latent(cpu, stream), latent(gpu, stream))
+
+
+# -- the integer entropy path (issue #29): the same integers, hence the same streams, on any device ----------------------
+def integer_codec_pair():
+    """The tiny variable-rate ERSTC, exported with its integer path and loaded on the CPU and on CUDA."""
+    from model_store.registry import export_state, load_state
+
+    torch.manual_seed(0)
+    state = export_state(create_model("erstc", "tiny-vr", 1).eval())
+    codecs = []
+    for device in ("cpu", "cuda"):
+        model = create_model("erstc", "tiny-vr", 1).eval()
+        load_state(model, state)
+        codecs.append(ImageCodec(model, ModelIdentity("erstc-tiny-vr", 8, bytes(32)), device=device))
+    return codecs
+
+
+def test_the_integer_path_runs_on_cuda_and_codes_a_latent_to_the_cpus_bytes():
+    cpu, cuda = integer_codec_pair()
+    assert cuda.canonical.integer_entropy.device.type == "cuda"
+    image = natural_image(128, 192, seed=3)
+    y = cpu.analyse([image])  # one latent for both: g_a itself differs between devices
+    for code in (1, 8, 16):
+        stream = cpu.encode_latent(y[0], 128, 192, code)
+        assert cuda.encode_latent(y[0], 128, 192, code) == stream
+        assert torch.equal(latent(cuda, stream), latent(cpu, stream))
+
+
+def test_integer_path_batches_on_cuda_give_the_streams_of_one_by_one():
+    cpu, cuda = integer_codec_pair()
+    images = [natural_image(128, 192, seed=s) for s in range(3)]
+    ys = [cpu.analyse([image])[0] for image in images]
+    alone = [cpu.encode_latent(y, 128, 192, code) for y, code in zip(ys, (2, 9, 16))]
+    assert cuda.encode_latents(ys, 128, 192, [2, 9, 16]) == alone
+    decoded = cuda.decode_latents(alone)
+    for stream, (y_hat, _) in zip(alone, decoded):
+        assert torch.equal(y_hat, latent(cpu, stream))

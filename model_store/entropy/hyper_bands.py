@@ -90,7 +90,7 @@ class HyperTerm:
         if grid is not None:
             self.row_spans, self.col_spans = axis_spans(z_hat.shape[-2], z_hat.shape[-1], grid)  # a band: a row span
             self.bands = [_Band(r.keep_start * self.per_z, r.keep_stop * self.per_z) for r in self.row_spans]
-            self._band_of_row = torch.empty(self.h, dtype=torch.long)
+            self._band_of_row = torch.empty(self.h, dtype=torch.long, device=z_hat.device)
             for k, band in enumerate(self.bands):
                 self._band_of_row[band.first_row : band.stop_row] = k
         else:

@@ -64,7 +64,8 @@ class _ContextView:
         self.block_len, self.offsets, self.num_causal = cam.cam.block_len, cam.cam.offsets, cam.cam.num_causal
 
     def padding_features(self, batch_invariant: bool = True) -> Tensor:
-        return self.integer.token_features(torch.zeros(1, self.integer.cam.dim, dtype=INTEGER_DTYPE))[0]
+        zero = torch.zeros(1, self.integer.cam.dim, dtype=INTEGER_DTYPE, device=self.integer.qkv.weight.device)
+        return self.integer.token_features(zero)[0]
 
 
 class IntegerEntropyPath:
@@ -147,6 +148,18 @@ class IntegerEntropyPath:
         path._check_first_layer()
         return path
 
+    @property
+    def device(self) -> torch.device:
+        return self.net.layers[0].weight.device
+
+    def to(self, device) -> "IntegerEntropyPath":
+        """This path with every tensor on ``device`` (in place; returns self). The integers, hence the streams, are
+        the same on every device: the path's operations are exact wherever they run (module docstring)."""
+        for key, value in list(_walk(self, "")):
+            if isinstance(value, Tensor):
+                _assign(self, key, value.to(device), value)
+        return self
+
     # -- the coding loop's pieces ------------------------------------------------------------------------------------
     def hyper_synthesis(self, z_hat: Tensor) -> Tensor:
         """ψ ``(1, 2M, h, w)`` integers at ``2^-frac`` from a decoded hyper-latent (floats)."""
@@ -170,11 +183,12 @@ class IntegerEntropyPath:
         return check_integral(x, EXACT_LIMIT / 4, "entropy parameters").chunk(2, dim=-1)
 
     def code_gain(self, code: Optional[int]) -> Optional[Tensor]:
+        """A code's gains ``(M,)`` on the CPU, where the coder works."""
         if code is None:
             return None
         if self.knob_gains is None:
             raise ValueError("a per-λ model's integer path has no knob codes")
-        return self.knob_gains[code - 1]
+        return self.knob_gains[code - 1].cpu()
 
     def code_bias(self, code: Optional[int]) -> Optional[Tensor]:
         return None if code is None else self.knob_biases[code - 1]  # type: ignore[index]
@@ -204,6 +218,7 @@ def code_latents_integer(
     """
     c, h, w = y_shape
     frac = path.precision.frac
+    device = path.device
     count = len(coders)
     knobs = list(knobs) if knobs is not None else [None] * count
     steps = wavefront_schedule(h, w, model.context_prediction.block_len)
@@ -212,20 +227,21 @@ def code_latents_integer(
     for b in range(count):
         bias = path.code_bias(knobs[b])
         term = path.hyper_accumulator if bias is None else (lambda rows, bias=bias: path.hyper_accumulator(rows) + bias)
-        hypers.append(HyperTerm(path.hyper_synthesis, term, z_hats[b], y_shape, grid))
+        hypers.append(HyperTerm(path.hyper_synthesis, term, z_hats[b].to(device), y_shape, grid))
     gains = [path.code_gain(k) for k in knobs]
     view = _ContextView(path.cam)
     ring = live_rows(steps, w, view.block_len)
     contexts = [CausalContext(view, h, w, INTEGER_DTYPE, ring) for _ in range(count)]  # type: ignore[arg-type]
     padding = contexts[0].padding
     y_cols = None if ys is None else [y[0].flatten(1) for y in ys]
-    y_hats = [torch.zeros(c, h * w, dtype=INTEGER_DTYPE) for _ in range(count)]
+    y_hats = [torch.zeros(c, h * w, dtype=INTEGER_DTYPE) for _ in range(count)]  # the coders' side: CPU
     for positions in steps:
         p = positions.numel()
-        causal = torch.cat([ctx.gather(positions) for ctx in contexts])
-        hyper_acc = torch.cat([hyper.rows(positions) for hyper in hypers])
+        at = positions.to(device)
+        causal = torch.cat([ctx.gather(at) for ctx in contexts])
+        hyper_acc = torch.cat([hyper.rows(at) for hyper in hypers])
         scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding))
-        scales, means = scales_int * 0.5**frac, means_int * 0.5**frac
+        scales, means = (scales_int * 0.5**frac).cpu(), (means_int * 0.5**frac).cpu()
         parts = []
         for b in range(count):
             rows = slice(b * p, (b + 1) * p)
@@ -237,11 +253,11 @@ def code_latents_integer(
                 part = coders[b].code(scales[rows] * a, means[rows] * a, None if exact is None else exact * a) / a
             y_hats[b].index_copy_(1, positions, part.t())
             parts.append(part)
-        fixed = to_fixed(torch.cat(parts), frac)
+        fixed = to_fixed(torch.cat(parts), frac).to(device)
         check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
         features = path.cam.token_features(fixed)
         for b, ctx in enumerate(contexts):
-            ctx.write_features(positions, features[b * p : (b + 1) * p])
+            ctx.write_features(at, features[b * p : (b + 1) * p])
         for hyper in hypers:
             hyper.release_above(int(positions.min()) // w)
     return [y.reshape(1, c, h, w) for y in y_hats]

@@ -317,7 +317,7 @@ class CausalContext:
         p = cam.block_len // 2
         self.padding = cam.padding_features(batch_invariant=True).to(dtype)
         self.features = self.padding.expand((self.ring + p) * (w + 2 * p), -1).clone()
-        offsets = torch.tensor(cam.offsets)
+        offsets = torch.tensor(cam.offsets, device=self.padding.device)  # the state lives where its features do
         self.d_row, self.d_col = offsets[:, 0], offsets[:, 1]
 
     def _slots(self, rows: Tensor, cols: Tensor) -> Tensor:
