@@ -3,6 +3,7 @@ CPU entropy-coding time per image, one by one and batched, in one run.
 
     python benchmarks/integer_streams.py [--model erstc-small-vr] [--sets data/val data/reserved]
                                          [--codes 1 73 157 255] [--limit N] [--threads 1]
+    python benchmarks/integer_streams.py --device cuda --no-rd --batches 1 8 32 64 --sizes 768x512 --throughput
 
 RD: every image of every set is analysed once (g_a); at each code the latent is coded on the float64 path and on
 the integer path (the file's stored tables; PTQ of the same weights for a file without them), and each stream's
@@ -10,7 +11,9 @@ pixels are ``g_s(ŷ)`` (what every decoder of it gets). Per set: average bpp and
 **BD-rate of the integer path against the float64 path** (issue goal ≤ 1 %, stop at 2 %) and the rate change per
 code. Time: entropy encode and decode (``ImageCodec.encode_latents`` / ``decode_latents``, g_a and g_s excluded)
 per image at 768x512 and 256x256 (centre crops of the first validation photos): the float64 path one image at a
-time (it cannot batch) against the integer path in batches of 1, 4 and 8. Results:
+time (it cannot batch) against the integer path in batches of 1, 4 and 8 (``--batches``), the integer path on
+``--device``. ``--throughput`` adds whole compressions (``compress_batch``, g_a batched too) in images/s per batch
+size: the issue's GPU goal is ≥ 300 images/s at 768x512 on one H100. Results:
 ``benchmarks/results/integer_streams.{json,md}``.
 """
 
@@ -30,18 +33,19 @@ from benchmarks.report import RESULTS, machine, write_results  # noqa: E402
 #: goal and stop line of the issue (BD-rate of the integer path against the float64 path, percent)
 BD_GOAL, BD_STOP = 1.0, 2.0
 BATCHES = (1, 4, 8)
-SIZES = ((512, 768), (256, 256))
+SIZES = ("768x512", "256x256")
 
 
-def load(model_id: str):
+def load(model_id: str, device: str = "cpu"):
     """(codec, integer path): the installed model's newest version; its stored path, or PTQ of its weights."""
     from model_store import registry
     from model_store.codec import ImageCodec
     from model_store.entropy.integer_coding import IntegerEntropyPath
 
-    codec = ImageCodec.from_entry(registry.resolve(model_id, registry.model_default_quality(model_id)))
+    codec = ImageCodec.from_entry(registry.resolve(model_id, registry.model_default_quality(model_id)), device=device)
     stored = codec.canonical.integer_entropy
-    return codec, stored if stored is not None else IntegerEntropyPath.of(codec.canonical), stored is not None
+    path = stored if stored is not None else IntegerEntropyPath.of(codec.canonical).to(codec.device)
+    return codec, path, stored is not None
 
 
 def on_path(codec, path) -> None:
@@ -93,8 +97,9 @@ def evaluate_set(codec, integer, folder: Path, codes: Sequence[int], limit) -> d
     }
 
 
-def timing(codec, integer, images, code: int) -> dict:
-    """Seconds per image of entropy encode and decode: float64 one by one, integer at each batch size."""
+def timing(codec, integer, images, code: int, batches: Sequence[int], throughput: bool) -> dict:
+    """Seconds per image of entropy encode and decode: float64 one by one, integer at each batch size; with
+    ``throughput``, whole compressions per second at each batch size (g_a batched: ``batch_invariant`` off)."""
     latents = [codec.analyse([image])[0] for image in images]
     h, w = images[0].shape[:2]
 
@@ -111,17 +116,25 @@ def timing(codec, integer, images, code: int) -> dict:
     dec = clock(lambda: [codec.decode_latent(s) for s in streams])
     rows.append({"path": "float64", "batch": 1, "encode_s": enc / len(images), "decode_s": dec / len(images)})
     on_path(codec, integer)
-    for batch in BATCHES:
+    for batch in batches:
         groups = [latents[i : i + batch] for i in range(0, len(latents), batch)]
         enc = clock(lambda: [codec.encode_latents(g, h, w, [code] * len(g)) for g in groups])
         streams = codec.encode_latents(latents, h, w, [code] * len(latents))
         dec = clock(lambda: [codec.decode_latents(streams[i : i + batch]) for i in range(0, len(streams), batch)])
-        rows.append({"path": "integer", "batch": batch, "encode_s": enc / len(images), "decode_s": dec / len(images)})
+        row = {"path": "integer", "batch": batch, "encode_s": enc / len(images), "decode_s": dec / len(images)}
+        if throughput:
+            codec.batch_invariant = False
+            groups = [images[i : i + batch] for i in range(0, len(images), batch)]
+            row["compress_images_per_s"] = len(images) / clock(
+                lambda: [codec.compress_batch(g, quality=code) for g in groups]
+            )
+            codec.batch_invariant = True
+        rows.append(row)
     base = rows[0]
     for row in rows:
         row["encode_vs_float"] = row["encode_s"] / base["encode_s"]
         row["decode_vs_float"] = row["decode_s"] / base["decode_s"]
-    return {"size": f"{w}x{h}", "images": len(images), "code": code, "rows": rows}
+    return {"size": f"{w}x{h}", "images": len(images), "code": code, "device": str(codec.device), "rows": rows}
 
 
 def run(args) -> dict:
@@ -131,16 +144,19 @@ def run(args) -> dict:
     from model_store.image_io import open_image
 
     torch.set_num_threads(args.threads)
-    codec, integer, stored = load(args.model)
+    codec, integer, stored = load(args.model, args.device)
     codes = args.codes
-    sets = [evaluate_set(codec, integer, Path(folder), codes, args.limit) for folder in args.sets]
-    photos = [np.ascontiguousarray(open_image(p)) for p in image_paths(Path(args.sets[0]), max(BATCHES))]
+    sets = [evaluate_set(codec, integer, Path(folder), codes, args.limit) for folder in args.sets] if args.rd else []
+    photos = [np.ascontiguousarray(open_image(p)) for p in image_paths(Path(args.sets[0]), None)]
     default = codec.rate_knob.default_code if codec.rate_knob is not None else codec.identity.quality
+    count = max(args.batches)
     timings = []
-    for height, width in SIZES:
+    for size in args.sizes:
+        width, height = (int(v) for v in size.split("x"))
         crops = [np.ascontiguousarray(centre_crop(p, height, width)) for p in photos]
         crops = [c for c in crops if c.shape[:2] == (height, width)]
-        timings.append(timing(codec, integer, crops[: max(BATCHES)], default))
+        crops = (crops * (count // max(1, len(crops)) + 1))[:count]  # repeated when a set has fewer photos
+        timings.append(timing(codec, integer, crops, default, args.batches, args.throughput))
     return {
         "model": args.model,
         "version": codec.identity.model_id,
@@ -148,6 +164,7 @@ def run(args) -> dict:
         "precision": {"frac": integer.precision.frac, "weight_bits": integer.precision.weight_bits},
         "codes": list(codes),
         "threads": args.threads,
+        "device": args.device,
         "sets": sets,
         "timing": timings,
         "goal": {"bd_rate_percent": BD_GOAL, "stop_percent": BD_STOP},
@@ -175,14 +192,16 @@ def markdown(doc: dict) -> str:
         "",
         "Entropy coding time per image (g_a and g_s excluded), same run:",
         "",
-        "| size | path | batch | encode s | decode s | encode vs float64 | decode vs float64 |",
-        "|---|---|---|---|---|---|---|",
+        "| size | path | device | batch | encode s | decode s | encode vs float64 | decode vs float64 | compress img/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in doc["timing"]:
         for r in t["rows"]:
+            device = "cpu" if r["path"] == "float64" else t.get("device", "cpu")
+            rate = f"{r['compress_images_per_s']:.1f}" if "compress_images_per_s" in r else ""
             lines.append(
-                f"| {t['size']} | {r['path']} | {r['batch']} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | "
-                f"{r['encode_vs_float']:.2f}x | {r['decode_vs_float']:.2f}x |"
+                f"| {t['size']} | {r['path']} | {device} | {r['batch']} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | "
+                f"{r['encode_vs_float']:.2f}x | {r['decode_vs_float']:.2f}x | {rate} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -194,6 +213,11 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--codes", type=int, nargs="+", default=[1, 73, 157, 255])
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the model and the integer path run (cuda on a GPU)")
+    parser.add_argument("--rd", action=argparse.BooleanOptionalAction, default=True, help="the RD comparison")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="WIDTHxHEIGHT crops to time")
+    parser.add_argument("--throughput", action="store_true", help="also whole compressions per second")
     parser.add_argument("--out", type=Path, default=RESULTS / "integer_streams")
     args = parser.parse_args(argv)
     doc = run(args)
