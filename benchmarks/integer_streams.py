@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,13 +36,15 @@ BATCHES = (1, 4, 8)
 SIZES = ("768x512", "256x256")
 
 
-def load(model_id: str, device: str = "cpu"):
+def load(model_id: str, device: str = "cpu", root: Optional[Path] = None):
     """(codec, integer path): the installed model's newest version; its stored path, or PTQ of its weights."""
     from model_store import registry
     from model_store.codec import ImageCodec
     from model_store.entropy.integer_coding import IntegerEntropyPath
 
-    codec = ImageCodec.from_entry(registry.resolve(model_id, registry.model_default_quality(model_id)), device=device)
+    root = root or registry.WEIGHTS_ROOT
+    entry = registry.resolve(model_id, registry.model_default_quality(model_id, root=root), root=root)
+    codec = ImageCodec.from_entry(entry, device=device)
     stored = codec.canonical.integer_entropy
     path = stored if stored is not None else IntegerEntropyPath.of(codec.canonical).to(codec.device)
     return codec, path, stored is not None
@@ -144,7 +146,7 @@ def run(args) -> dict:
     from model_store.image_io import open_image
 
     torch.set_num_threads(args.threads)
-    codec, integer, stored = load(args.model, args.device)
+    codec, integer, stored = load(args.model, args.device, args.weights_root)
     codes = args.codes
     sets = [evaluate_set(codec, integer, Path(folder), codes, args.limit) for folder in args.sets] if args.rd else []
     photos = [np.ascontiguousarray(open_image(p)) for p in image_paths(Path(args.sets[0]), None)]
@@ -159,7 +161,7 @@ def run(args) -> dict:
         timings.append(timing(codec, integer, crops, default, args.batches, args.throughput))
     return {
         "model": args.model,
-        "version": codec.identity.model_id,
+        "weights_sha256": codec.identity.digest.hex(),
         "tables": "stored in the weights file" if stored else "post-training quantisation of the installed weights",
         "precision": {"frac": integer.precision.frac, "weight_bits": integer.precision.weight_bits},
         "codes": list(codes),
@@ -209,6 +211,7 @@ def markdown(doc: dict) -> str:
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="erstc-small-vr")
+    parser.add_argument("--weights-root", type=Path, default=None, help="a weights tree other than the installed one")
     parser.add_argument("--sets", nargs="+", default=[str(ROOT / "data/val"), str(ROOT / "data/reserved")])
     parser.add_argument("--codes", type=int, nargs="+", default=[1, 73, 157, 255])
     parser.add_argument("--limit", type=int, default=None)

@@ -38,11 +38,19 @@ def load_codec(weights: str, arch: str, preset: str):
     from model_store.train import load_weights_only
 
     model = create_model(arch, preset, 1)
-    if load_weights_only(model, weights):
-        raise SystemExit(f"{weights} is not a complete {arch}-{preset} model")
-    model.eval()
-    with torch.no_grad():
-        model.update(force=True)
+    if str(weights).endswith(".safetensors"):  # a shipped file: its CDF tables and integer path, as a loader uses them
+        from safetensors.torch import load_file
+
+        from model_store.registry import load_state
+
+        load_state(model, load_file(str(weights)))
+        model.eval()
+    else:
+        if load_weights_only(model, weights):
+            raise SystemExit(f"{weights} is not a complete {arch}-{preset} model")
+        model.eval()
+        with torch.no_grad():
+            model.update(force=True)
     digest = bytes.fromhex(sha256_file(Path(weights)))
     return ImageCodec(model, ModelIdentity(f"{arch}-{preset}", model.rate_knob.levels // 2, digest))
 
