@@ -49,7 +49,23 @@ class WeightsFile:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{m} {v} q{q}" for m, v, q in self.names)
+        """``model version q…`` per version that names the file; runs of consecutive qualities as ``q1-q255`` (a
+        variable-rate file is named by every code of its knob)."""
+        groups: Dict[tuple, List[int]] = {}
+        for m, v, q in self.names:
+            groups.setdefault((m, v), []).append(int(q))
+        return ", ".join(f"{m} {v} {_quality_runs(qs)}" for (m, v), qs in groups.items())
+
+
+def _quality_runs(qualities: List[int]) -> str:
+    """``[1, 3, 4, 5, 9]`` -> ``q1, q3-q5, q9``."""
+    runs: List[List[int]] = []
+    for q in sorted(set(qualities)):
+        if runs and q == runs[-1][-1] + 1:
+            runs[-1].append(q)
+        else:
+            runs.append([q])
+    return ", ".join(", ".join(f"q{q}" for q in r) if len(r) < 3 else f"q{r[0]}-q{r[-1]}" for r in runs)
 
 
 def weights_files(root: Path = registry.WEIGHTS_ROOT) -> Dict[Path, WeightsFile]:

@@ -154,3 +154,13 @@ def test_the_repository_serves_no_retired_file_and_carries_every_file_it_serves(
         for entry in entries.values():
             assert entry.path.is_file() and not entry.retired, (entry.model_id, entry.version, entry.quality)
     assert retirement.superseded() == []
+
+
+def test_a_file_named_by_many_qualities_is_labelled_by_runs_not_by_every_code():
+    """A variable-rate file is named by every code of its knob: ``q1-q255``, not 255 names on one line."""
+    from model_store.retirement import WeightsFile
+
+    names = tuple(("erstc-small-vr", "v1", q) for q in range(1, 256)) + (("erstc-small-vr", "v2", 3),)
+    assert WeightsFile(Path("x"), "0" * 64, names, None).label == "erstc-small-vr v1 q1-q255, erstc-small-vr v2 q3"
+    mixed = tuple(("m", "v1", q) for q in (1, 3, 4, 5, 9, 10))
+    assert WeightsFile(Path("x"), "0" * 64, mixed, None).label == "m v1 q1, q3-q5, q9, q10"
