@@ -149,7 +149,11 @@ class CausalContextCoding:
         banded: bool = False,
         knob: Optional[int] = None,
     ) -> Tensor:
-        """Code ŷ one wavefront (all positions with equal ``3i + j``) at a time: ``3H + W - 3`` coder calls."""
+        """Code ŷ one wavefront (all positions with equal ``3i + j``) at a time: ``3H + W - 3`` coder calls (on
+        the integer path when the model has one: :meth:`code_latents` with one image)."""
+        if self.integer_entropy is not None:
+            knobs = None if knob is None else [knob]
+            return self.code_latents(None if y is None else [y], [z_hat], [coder], y_shape, banded, knobs)[0]
         return self.code_latent_in_order(y, z_hat, coder, y_shape, wavefront_schedule, banded=banded, knob=knob)
 
     def hyper_bands_needed(self, z_height: int, z_width: int) -> bool:
@@ -178,13 +182,8 @@ class CausalContextCoding:
         ``knob``: a variable-rate model's code; its gains scale what the coder sees (``σ·a``, ``(y - μ)·a``) and
         divide what it returns, its bias joins the parameter net.
         """
-        integer = self.integer_entropy
-        if integer is not None:
-            if schedule is not wavefront_schedule:
-                raise ValueError("the integer entropy path codes in wavefront order only")
-            ys = None if y is None else [y]
-            knobs = None if knob is None else [knob]
-            return code_latents_integer(integer, self, ys, [z_hat], [coder], y_shape, banded, knobs)[0]
+        if self.integer_entropy is not None:  # this is the float64 loop; the integer one is code_latents'
+            raise ValueError("the integer entropy path codes in wavefront order only")
         c, h, w = y_shape
         dtype = z_hat.dtype
         steps = schedule(h, w)

@@ -264,7 +264,8 @@ def code_latents_integer(
 
 
 # -- storage helpers ---------------------------------------------------------------------------------------------------
-_PATH_TYPES: tuple = ()  # filled below: the integer-path classes whose attributes are walked
+#: Objects of classes defined in these modules (the integer path's own) are walked into.
+_PATH_MODULES = ("model_store.entropy.integer",)
 
 
 def _walk(obj, prefix: str):
@@ -281,7 +282,7 @@ def _walk(obj, prefix: str):
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 yield from _walk(item, f"{key}.{i}.")
-        elif isinstance(value, _PATH_TYPES):
+        elif type(value).__module__.startswith(_PATH_MODULES):
             yield from _walk(value, f"{key}.")
 
 
@@ -312,18 +313,3 @@ def _assign(root, key: str, stored: Tensor, current) -> None:
         number = float(stored.reshape(-1)[0])
         value = int(number) if isinstance(current, int) else number
     setattr(obj, leaf, value)
-
-
-def _path_types() -> tuple:
-    from model_store.entropy import integer, integer_nets
-
-    names = [getattr(integer, n) for n in ("IntegerLinear", "IntegerTable", "IntegerLayerNorm")]
-    names += [
-        getattr(integer_nets, n)
-        for n in dir(integer_nets)
-        if n.startswith("Integer") and isinstance(getattr(integer_nets, n), type)
-    ]
-    return tuple(names) + (IntegerEntropyPath, _ContextView)
-
-
-_PATH_TYPES = _path_types()
