@@ -146,6 +146,16 @@ def test_the_numbers_come_from_the_file_not_from_this_machine(tiny, latents):
     assert encode(canonical_copy(model), latents[:1], [CODES[1]])[0].y_string != expected
 
 
+def test_what_the_path_derives_for_speed_is_not_stored(tiny, latents):
+    """Coding fills the path's derived layouts (a transposed kernel, folded rounding halves); the stored state is
+    still exactly the file's numbers."""
+    state, canon = tiny
+    encode(canon, latents[:1], [CODES[0]])
+    stored = {k: v for k, v in state.items() if k.startswith("integer_entropy.")}
+    again = canon.integer_entropy.state()
+    assert set(again) == set(stored) and all(torch.equal(again[k], stored[k]) for k in stored)
+
+
 def test_tables_that_do_not_fit_the_architecture_are_refused(tiny):
     state, _ = tiny
     broken = {k: v for k, v in state.items() if k != "integer_entropy.cam.qkv.weight"}

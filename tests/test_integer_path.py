@@ -51,7 +51,7 @@ def test_floor_div_floors_negative_and_near_integer_quotients_exactly():
 
 
 def test_isqrt_is_exact_next_to_perfect_squares():
-    roots = [rng.randrange(0, 2**26) for _ in range(2000)]
+    roots = [rng.randrange(0, 2**26) for _ in range(2000)] + [2**26 - 1, 2**26 - 2, 2**25]
     values = [r * r + d for r in roots for d in (-1, 0, 1) if r * r + d >= 0] + [2**52 - 1]
     got = isqrt(torch.tensor(values, dtype=torch.float64)).tolist()
     assert got == [math.isqrt(v) for v in values]
@@ -84,6 +84,15 @@ def reference(layer: IntegerLinear, x: torch.Tensor) -> list:
 def test_a_layer_equals_integer_arithmetic(layer):
     x = ints(5, 384, bits=16, seed=3)
     assert layer(x).tolist() == reference(layer, x)
+
+
+def test_a_layer_derives_its_fast_kernel_from_the_stored_numbers_and_follows_a_replaced_weight(layer):
+    x = ints(5, 384, bits=16, seed=5)
+    before = layer(x)
+    layer.weight = -layer.weight  # what loading a stored table or moving to a device does: a new tensor
+    assert layer(x).tolist() == reference(layer, x) != before.tolist()
+    layer.weight = -layer.weight
+    assert torch.equal(layer(x), before)
 
 
 def test_a_layer_gives_the_same_integers_for_any_batch_thread_count_order_or_blocking(layer):

@@ -11,8 +11,9 @@ Latent-Variable Models", ICLR 2019). What is not a sum of products needs its own
 * **rescaling** by a power of two with round-half-up (:func:`round_shift`): dividing by 2^k is exact in binary
   floating point, and so is ``floor`` of the result;
 * **division** by integers (:func:`floor_div`) and **square roots** (:func:`isqrt`): IEEE 754 rounds ``/`` and
-  ``sqrt`` correctly, and ``floor`` of the result is then exact below 2^53; one integer check in each direction
-  keeps it so on a device or build whose division or square root is not correctly rounded;
+  ``sqrt`` correctly, and ``floor`` of the result is then exact (proofs in their docstrings). A device whose
+  division or square root were not correctly rounded would compute other scale indexes: the stream's index CRC
+  turns that into a clear decode error, never a wrong image;
 * **non-linear functions** of one integer (GELU, exp): a lookup table over a clamped integer range
   (:class:`IntegerTable`), built once, stored with the weights (a libm's ``erf``/``exp`` may round differently on
   another machine; a stored table cannot).
@@ -28,7 +29,7 @@ can pass it; at run time it only checks that its input is integral and within ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -46,8 +47,10 @@ __all__ = [
     "IntegerTable",
     "check_integral",
     "check_range",
+    "derived",
     "exact_product",
     "floor_div",
+    "half_step",
     "isqrt",
     "quantize_weight",
     "round_shift",
@@ -123,27 +126,60 @@ def round_shift(t: Tensor, bits: int) -> Tensor:
     return torch.floor(t * (0.5**bits) + 0.5)
 
 
-def floor_div(a: Tensor, b: Tensor) -> Tensor:
-    """``floor(a / b)`` of integer-valued tensors, ``b > 0``, ``|a| < 2^53``, exactly.
+def half_step(bits: int) -> float:
+    """What to add to an integer ``v`` so that ``floor((v + half_step) · 2^-bits)`` is ``round_shift(v, bits)``.
+
+    Why: a layer whose accumulator already adds a constant (a bias) folds the rounding half into it once, at
+    construction, and rescales with two operations instead of four (``v + 2^(bits-1)`` is an exact integer below
+    2^52, and multiplying by a power of two is exact)."""
+    if bits < 0:
+        raise ValueError(f"shift must be >= 0, got {bits}")
+    return 0.5 * 2.0**bits if bits > 0 else 0.0
+
+
+def derived(owner: object, name: str, sources: Sequence[Optional[Tensor]], make: Callable):
+    """``make(*sources)``, cached on ``owner`` as ``name`` until a source is replaced (loading a stored table,
+    moving to a device) or changed in place (its ``_version``). Why: layouts and constants derived from the stored
+    numbers (a contiguous transpose, a bias with the rounding half folded in) are computed once, not every step,
+    and never stored themselves: :mod:`~model_store.entropy.integer_coding` skips attributes named ``_...``."""
+    versions = tuple(None if t is None else t._version for t in sources)
+    cache = vars(owner).get(name)
+    if cache is None or cache[1] != versions or any(a is not b for a, b in zip(cache[0], sources)):
+        cache = (tuple(sources), versions, make(*sources))
+        setattr(owner, name, cache)
+    return cache[2]
+
+
+def floor_div(a: Tensor, b, *, divisor_positive: bool = False) -> Tensor:
+    """``floor(a / b)`` of integer-valued tensors (or a positive number ``b``), ``b > 0``, ``|a| < 2^53``, exactly.
 
     Why plain ``floor(a / b)`` is exact: IEEE 754 division is correctly rounded (float64 on every CPU, and CUDA's
     default double division). If ``a / b`` is an integer ``k`` it is exact; otherwise it lies at least ``1/b`` away from
     the nearest integer, while rounding moves it by at most half an ulp, ``|a / b| · 2^-53 < 1/b`` for ``|a| < 2^53``:
     it never crosses an integer, so the floor is unchanged. (torch's ``rounding_mode="floor"`` is exact too but
     ~8x slower on the softmax's tensors.) Checked against Python's ``//`` up to 2^50, quotients just below an
-    integer included (tests)."""
-    if not bool(torch.all(b > 0)):
+    integer included (tests). ``divisor_positive``: the caller proved ``b >= 1`` (a softmax's sum of exps, which
+    holds the largest one, ``exp(0)``; a standard deviation built as ``isqrt(v + 1)``), so the check is skipped: it
+    was a third of the operations of the CAM's two LayerNorms."""
+    if isinstance(b, (int, float)):
+        if not b > 0:
+            raise IntegerPathError("floor_div: a divisor is not positive")
+    elif not divisor_positive and not bool(torch.all(b > 0)):
         raise IntegerPathError("floor_div: a divisor is not positive")
     return torch.floor(a / b)
 
 
-def isqrt(a: Tensor) -> Tensor:
-    """``floor(sqrt(a))`` of a non-negative integer-valued tensor, exactly (``a < 2^52``)."""
-    if a.numel() and float(a.min()) < 0:
+def isqrt(a: Tensor, *, nonnegative: bool = False) -> Tensor:
+    """``floor(sqrt(a))`` of a non-negative integer-valued tensor, exactly (``a < 2^52``).
+
+    Why plain ``floor(sqrt(a))`` is exact: IEEE 754 square roots are correctly rounded (float64 on every CPU; CUDA's
+    double ``sqrt``). With ``k = isqrt(a)`` and ``a`` not a square, ``sqrt(a) <= sqrt((k+1)^2 - 1) < k + 1 - 1/(2(k+1))``,
+    while rounding moves it by at most half an ulp, below ``(k+1) · 2^-53 < 1/(2(k+1))`` for ``(k+1)^2 <= 2^52``: it
+    never reaches ``k + 1``; a square's root is exact. Checked against ``math.isqrt`` around every square up to
+    2^52 in the tests. ``nonnegative``: the caller proved ``a >= 0`` (a sum of squares plus a positive ε)."""
+    if not nonnegative and a.numel() and float(a.min()) < 0:
         raise IntegerPathError("isqrt: a negative value")
-    r = torch.floor(torch.sqrt(a))
-    r = r - (r * r > a).to(r.dtype)
-    return r + ((r + 1) * (r + 1) <= a).to(r.dtype)
+    return torch.floor(torch.sqrt(a))
 
 
 def quantize_weight(w: Tensor, bits: int) -> tuple:
@@ -175,6 +211,8 @@ class IntegerLinear:
     input_bound: float
 
     def __post_init__(self) -> None:
+        if self.shift < 0:
+            raise ValueError(f"shift must be >= 0, got {self.shift}")
         self.weight = check_integral(self.weight.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLinear weight")
         if self.bias is not None:
             self.bias = check_integral(self.bias.to(INTEGER_DTYPE), EXACT_LIMIT, "IntegerLinear bias")
@@ -187,12 +225,23 @@ class IntegerLinear:
             )
         self.output_bound = float(torch.floor(torch.tensor(worst * 0.5**self.shift + 0.5)))
 
+    def kernel(self) -> tuple:
+        """``(weight.T, bias + half)`` laid out for one ``addmm``, derived from the stored numbers on first use
+        (and again when ``weight`` or ``bias`` is replaced: loading, moving to a device). A contiguous transpose
+        made small matmuls up to 3x faster; the rounding half folded into the bias saves two operations a layer.
+        An in-place change of a stored tensor (its ``_version``) counts as a replacement too."""
+        return derived(self, "_kernel", (self.weight, self.bias), self._make_kernel)
+
+    def _make_kernel(self, weight: Tensor, bias: Optional[Tensor]) -> tuple:
+        bias = bias if bias is not None else weight.new_zeros(weight.shape[0])
+        return weight.t().contiguous(), bias + half_step(self.shift)
+
     def __call__(self, x: Tensor) -> Tensor:
         check_range(x, self.input_bound, "IntegerLinear input")
-        acc = exact_product(x @ self.weight.t(), "IntegerLinear")
-        if self.bias is not None:
-            acc = acc + self.bias
-        return round_shift(acc, self.shift)
+        weight_t, bias = self.kernel()
+        flat = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight_t)
+        acc = exact_product(flat, "IntegerLinear").reshape(*x.shape[:-1], weight_t.shape[1])
+        return torch.floor(acc.mul_(0.5**self.shift)) if self.shift else acc
 
 
 @dataclass
@@ -275,13 +324,16 @@ class IntegerLayerNorm:
         extra = self.extra  # σ's extra bits, fewer for large activations (whose σ needs them less)
         while extra > 0 and not 4.0**extra * (2 * peak) ** 2 < EXACT_LIMIT / 2:
             extra -= 1
-        count = torch.full((), float(n), dtype=INTEGER_DTYPE)
-        d = x - floor_div(x.sum(-1, keepdim=True), count)
-        variance = floor_div((d * d).sum(-1, keepdim=True), count)
+        d = x - floor_div(x.sum(-1, keepdim=True), n)
+        variance = floor_div((d * d).sum(-1, keepdim=True), n)
         eps = float(round(self.eps * 4.0 ** ((self.frac if self.input_frac is None else self.input_frac) + extra)))
-        sigma = isqrt(variance * 4.0**extra + max(eps, 1.0))  # at 2^-(frac + extra)
-        normalised = floor_div(2.0 * d * 2.0 ** (self.frac + extra) + sigma, 2.0 * sigma)
-        return round_shift(normalised * self.gamma + self.beta, self.gamma_shift)
+        sigma = isqrt(variance * 4.0**extra + max(eps, 1.0), nonnegative=True)  # at 2^-(frac + extra); >= 1
+        normalised = floor_div(d * 2.0 ** (self.frac + extra + 1) + sigma, 2.0 * sigma, divisor_positive=True)
+        return torch.floor(torch.addcmul(self.beta_half(), normalised, self.gamma).mul_(0.5**self.gamma_shift))
+
+    def beta_half(self) -> Tensor:
+        """β plus the rounding half of the output shift (:func:`half_step`), derived once per stored β."""
+        return derived(self, "_beta_half", (self.beta,), lambda beta: beta + half_step(self.gamma_shift))
 
 
 def integer_softmax(logits: Tensor, exp_table: "IntegerTable", out_bits: int) -> Tensor:
@@ -289,5 +341,5 @@ def integer_softmax(logits: Tensor, exp_table: "IntegerTable", out_bits: int) ->
     about ``2^out_bits`` per row: ``e = exp_table(l - max l)``, ``p = round(e · 2^out_bits / Σe)``."""
     check_range(logits, EXACT_LIMIT / 4, "integer_softmax logits")
     e = exp_table(logits - logits.amax(-1, keepdim=True))
-    total = e.sum(-1, keepdim=True)
-    return floor_div(2.0 * e * 2.0**out_bits + total, 2.0 * total)
+    total = e.sum(-1, keepdim=True)  # >= exp_table(0) > 0: it holds the largest logit's exp
+    return floor_div(e * 2.0 ** (out_bits + 1) + total, 2.0 * total, divisor_positive=True)

@@ -37,8 +37,8 @@ from model_store.entropy.integer import (
     IntegerPrecision,
     check_integral,
     check_range,
+    derived,
     exact_product,
-    round_shift,
 )
 from model_store.entropy.integer_nets import (
     ACTIVATION_BOUND,
@@ -165,19 +165,28 @@ class IntegerEntropyPath:
         """ψ ``(1, 2M, h, w)`` integers at ``2^-frac`` from a decoded hyper-latent (floats)."""
         return self.h_s(to_fixed(z_hat, self.precision.frac))
 
+    def first_layer(self) -> tuple:
+        """The first parameter layer split by its inputs: ``(ψ weights.T, context weights.T)``, contiguous (one
+        fast matmul each), derived once per stored weight."""
+        first = self.net.layers[0]
+        psi = first.weight.shape[1] - self.cam.cam.out_dim
+        return derived(
+            self, "_first_split", (first.weight,), lambda w: (w[:, :psi].t().contiguous(), w[:, psi:].t().contiguous())
+        )
+
     def hyper_accumulator(self, psi_rows: Tensor) -> Tensor:
-        """The first parameter layer's ψ half plus its bias, before rescaling: ``(P, 2M)`` -> ``(P, E1)``, exact."""
+        """The first parameter layer's ψ half plus its bias and rounding half, before rescaling: ``(P, 2M)`` ->
+        ``(P, E1)``, exact."""
         first = self.net.layers[0]
         check_integral(psi_rows, first.input_bound, "ψ")
-        return exact_product(psi_rows @ first.weight[:, : psi_rows.shape[1]].t(), "ψ term") + first.bias
+        return exact_product(torch.addmm(first.kernel()[1], psi_rows, self.first_layer()[0]), "ψ term")
 
     def parameters(self, hyper_acc: Tensor, context: Tensor) -> tuple:
         """(σ_int, μ_int) ``(P, M)`` from the ψ accumulators ``(P, E1)`` (code bias included) and the CAM outputs."""
         first = self.net.layers[0]
         check_range(context, first.input_bound, "CAM output")
-        own = context @ first.weight[:, first.weight.shape[1] - context.shape[1] :].t()
-        acc = hyper_acc + exact_product(own, "context term")
-        x = round_shift(acc, first.shift)
+        acc = exact_product(torch.addmm(hyper_acc, context, self.first_layer()[1]), "context term")
+        x = torch.floor(acc.mul_(0.5**first.shift)) if first.shift else acc
         for layer in self.net.layers[1:]:
             x = layer(self.net.gelu(x))
         return check_integral(x, EXACT_LIMIT / 4, "entropy parameters").chunk(2, dim=-1)
@@ -270,8 +279,11 @@ _PATH_MODULES = ("model_store.entropy.integer",)
 
 def _walk(obj, prefix: str):
     """``(dotted name, value)`` of every tensor and number reachable through the integer-path objects (the float
-    modules they keep for their geometry are not walked: they are the model's, stored as the model's)."""
+    modules they keep for their geometry are not walked: they are the model's, stored as the model's; nor are
+    attributes with a leading underscore: caches derived from the stored numbers)."""
     for name, value in sorted(vars(obj).items()):
+        if name.startswith("_"):
+            continue
         key = f"{prefix}{name}"
         if isinstance(value, Tensor):
             yield key, value

@@ -28,8 +28,10 @@ from model_store.entropy.integer import (
     IntegerTable,
     check_integral,
     check_range,
+    derived,
     exact_product,
     floor_div,
+    half_step,
     integer_softmax,
     isqrt,
     quantize_weight,
@@ -125,6 +127,10 @@ class IntegerCAM:
     def of(cls, cam, frac: int, weight_bits: int) -> "IntegerCAM":
         return cls(cam, frac, weight_bits)
 
+    def position_bias_half(self) -> Tensor:
+        """The position bias plus the logits' rounding half (:func:`half_step`), derived once per stored bias."""
+        return derived(self, "_bias_half", (self.position_bias,), lambda bias: bias + half_step(self.frac))
+
     def token_features(self, x: Tensor) -> Tensor:
         """``(..., M)`` -> ``(..., 4M)`` = ``[x, q, k, v]``."""
         return torch.cat([x, self.qkv(self.norm1(x))], dim=-1)
@@ -139,8 +145,8 @@ class IntegerCAM:
             tokens[..., (1 + i) * c : (2 + i) * c].reshape(p, cam.block_size, heads, c // heads).transpose(1, 2)
             for i in range(3)
         )
-        logits = exact_product(q @ k.transpose(-2, -1), "CAM logits") + self.position_bias
-        logits = round_shift(logits, self.frac)  # (P, heads, 25, 25)
+        logits = exact_product(q @ k.transpose(-2, -1), "CAM logits").add_(self.position_bias_half())
+        logits = torch.floor(logits.mul_(0.5**self.frac))  # round_shift(q·k + bias, frac): (P, heads, 25, 25)
         weights = integer_softmax(logits, self.exp, ATTENTION_BITS).sum(-2, keepdim=True)  # Σ over queries
         mixed = round_shift(exact_product(weights @ v, "CAM attention"), ATTENTION_BITS).reshape(p, c)
         summed = mixed + causal[..., :c].sum(1)
