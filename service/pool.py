@@ -110,10 +110,12 @@ class ModelPool:
         self.limits = ImageLimits(max_pixels=self.settings.max_pixels, max_pixels_setting="LIC_MAX_PIXELS")
         self.legacy: "OrderedDict[bytes, Instance]" = OrderedDict()  # weights digest -> instance, LRU order
         self.tile_workers = self.settings.tile_threads or os.cpu_count() or 1
+        self._served: Optional[Tuple[tuple, Dict[str, List[int]]]] = None  # (instance keys, served())
 
     def configure(self) -> None:
         """Resolve the configured (model, quality) pairs against the weights root (raises on unknown names)."""
         registry.refresh()
+        self._served = None  # the registry may have changed
         self.device = self.settings.resolved_device()
         root = self.settings.weights_root
         for model, quality in self.settings.instances():
@@ -166,12 +168,17 @@ class ModelPool:
         return next((i for (m, _), i in self.instances.items() if m == model and i.knob is not None), None)
 
     def served(self) -> Dict[str, List[int]]:
-        """model -> qualities served (a variable-rate model: the codes its release measured)."""
-        out: Dict[str, List[int]] = {}
-        for model, quality in sorted(self.instances):
-            inst = self.instances[(model, quality)]
-            out.setdefault(model, []).extend(self._listed(inst) if inst.knob is not None else [quality])
-        return out
+        """model -> qualities served (a variable-rate model: the codes its release measured). Read-only: built once
+        per set of instances (every request asks, and listing a variable-rate model's codes walks the registry's
+        255 entries: ~1 ms a request)."""
+        keys = tuple(sorted(self.instances))
+        if self._served is None or self._served[0] != keys:
+            out: Dict[str, List[int]] = {}
+            for model, quality in keys:
+                inst = self.instances[(model, quality)]
+                out.setdefault(model, []).extend(self._listed(inst) if inst.knob is not None else [quality])
+            self._served = (keys, out)
+        return self._served[1]
 
     def served_description(self) -> Dict[str, object]:
         """model -> its qualities as error messages name them: the list, or ``"1..255"`` for a variable-rate model."""

@@ -73,6 +73,17 @@ def test_default_configuration_serves_every_quality_of_the_default_model(weights
         ServiceSettings(weights_root=weights_root, models={MODEL: [7]}).instances()
 
 
+def test_what_is_served_is_listed_once_per_set_of_instances_not_per_request(weights_root):
+    pool = ModelPool(ServiceSettings(weights_root=weights_root))
+    pool.configure()
+    first = pool.served()
+    for _ in range(3):
+        assert pool.default_model == MODEL and pool.served() is first  # what every request's lookup asks
+    removed = pool.instances.pop((MODEL, QUALITIES[0]))
+    assert pool.served() == {MODEL: list(QUALITIES[1:])}  # a changed set of instances is listed again
+    pool.instances[removed.key] = removed
+
+
 # -- settings ----------------------------------------------------------------------------------------------------------
 def test_settings_come_from_env_vars_then_a_file_then_defaults(tmp_path, monkeypatch):
     file = tmp_path / "service.json"
