@@ -18,10 +18,12 @@ from model_store.entropy.integer import (
     IntegerTable,
     check_integral,
     floor_div,
+    half_step,
     integer_softmax,
     isqrt,
     quantize_weight,
     round_shift,
+    shift_down_,
 )
 
 rng = random.Random(0)
@@ -38,6 +40,16 @@ def test_round_shift_is_integer_rounding_half_up():
     for bits in (1, 3, 12, 30):
         got = round_shift(torch.tensor(values, dtype=torch.float64), bits).tolist()
         assert got == [(v + 2 ** (bits - 1)) >> bits for v in values]  # floor((v + half) / 2^bits), in Python ints
+
+
+def test_a_rescale_with_the_half_folded_in_ahead_rounds_like_round_shift():
+    values = torch.tensor([rng.randrange(-(2**51), 2**51) for _ in range(2000)] + [5, -5, 6, -6], dtype=torch.float64)
+    for bits in (0, 1, 3, 12, 30):
+        assert torch.equal(shift_down_(values + half_step(bits), bits), round_shift(values, bits))
+    assert round_shift(values, 0) is values  # no shift, no work
+    for bad in (round_shift, lambda t, b: half_step(b)):
+        with pytest.raises(ValueError, match="shift must be >= 0"):
+            bad(values, -1)
 
 
 def test_floor_div_floors_negative_and_near_integer_quotients_exactly():

@@ -54,6 +54,7 @@ __all__ = [
     "isqrt",
     "quantize_weight",
     "round_shift",
+    "shift_down_",
 ]
 
 INTEGER_DTYPE = torch.float64
@@ -119,11 +120,8 @@ def exact_product(t: Tensor, what: str) -> Tensor:
 
 def round_shift(t: Tensor, bits: int) -> Tensor:
     """``round(t / 2^bits)``, halves rounded up, exactly (``t`` integer-valued, ``|t| < 2^52``)."""
-    if bits < 0:
-        raise ValueError(f"shift must be >= 0, got {bits}")
-    if bits == 0:
-        return t
-    return torch.floor(t * (0.5**bits) + 0.5)
+    half = half_step(bits)  # checks bits >= 0
+    return shift_down_(t + half, bits) if bits else t
 
 
 def half_step(bits: int) -> float:
@@ -135,6 +133,13 @@ def half_step(bits: int) -> float:
     if bits < 0:
         raise ValueError(f"shift must be >= 0, got {bits}")
     return 0.5 * 2.0**bits if bits > 0 else 0.0
+
+
+def shift_down_(acc: Tensor, bits: int) -> Tensor:
+    """``floor(acc · 2^-bits)``, in place: the rescale of an accumulator that already holds the rounding half
+    (:func:`half_step`), so the result is ``round_shift`` of the sum without it. Exact: multiplying by a power of two
+    only moves the binary point. Every integer layer ends with this one step (one place for how it rounds)."""
+    return torch.floor(acc.mul_(0.5**bits)) if bits else acc
 
 
 def derived(owner: object, name: str, sources: Sequence[Optional[Tensor]], make: Callable):
@@ -241,7 +246,7 @@ class IntegerLinear:
         weight_t, bias = self.kernel()
         flat = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight_t)
         acc = exact_product(flat, "IntegerLinear").reshape(*x.shape[:-1], weight_t.shape[1])
-        return torch.floor(acc.mul_(0.5**self.shift)) if self.shift else acc
+        return shift_down_(acc, self.shift)
 
 
 @dataclass
@@ -329,7 +334,7 @@ class IntegerLayerNorm:
         eps = float(round(self.eps * 4.0 ** ((self.frac if self.input_frac is None else self.input_frac) + extra)))
         sigma = isqrt(variance * 4.0**extra + max(eps, 1.0), nonnegative=True)  # at 2^-(frac + extra); >= 1
         normalised = floor_div(d * 2.0 ** (self.frac + extra + 1) + sigma, 2.0 * sigma, divisor_positive=True)
-        return torch.floor(torch.addcmul(self.beta_half(), normalised, self.gamma).mul_(0.5**self.gamma_shift))
+        return shift_down_(torch.addcmul(self.beta_half(), normalised, self.gamma), self.gamma_shift)
 
     def beta_half(self) -> Tensor:
         """β plus the rounding half of the output shift (:func:`half_step`), derived once per stored β."""

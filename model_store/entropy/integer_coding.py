@@ -39,6 +39,7 @@ from model_store.entropy.integer import (
     check_range,
     derived,
     exact_product,
+    shift_down_,
 )
 from model_store.entropy.integer_nets import (
     ACTIVATION_BOUND,
@@ -186,7 +187,7 @@ class IntegerEntropyPath:
         first = self.net.layers[0]
         check_range(context, first.input_bound, "CAM output")
         acc = exact_product(torch.addmm(hyper_acc, context, self.first_layer()[1]), "context term")
-        x = torch.floor(acc.mul_(0.5**first.shift)) if first.shift else acc
+        x = shift_down_(acc, first.shift)
         for layer in self.net.layers[1:]:
             x = layer(self.net.gelu(x))
         return check_integral(x, EXACT_LIMIT / 4, "entropy parameters").chunk(2, dim=-1)

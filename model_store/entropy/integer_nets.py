@@ -36,6 +36,7 @@ from model_store.entropy.integer import (
     isqrt,
     quantize_weight,
     round_shift,
+    shift_down_,
 )
 from model_store.layers.swin import map_to_tokens, tokens_to_map
 from model_store.layers.swin_v2 import ResidualSwinV2Group, SwinV2Block, WindowAttentionV2, padded_windowed_attention
@@ -146,7 +147,7 @@ class IntegerCAM:
             for i in range(3)
         )
         logits = exact_product(q @ k.transpose(-2, -1), "CAM logits").add_(self.position_bias_half())
-        logits = torch.floor(logits.mul_(0.5**self.frac))  # round_shift(q·k + bias, frac): (P, heads, 25, 25)
+        logits = shift_down_(logits, self.frac)  # round_shift(q·k + bias, frac): (P, heads, 25, 25)
         weights = integer_softmax(logits, self.exp, ATTENTION_BITS).sum(-2, keepdim=True)  # Σ over queries
         mixed = round_shift(exact_product(weights @ v, "CAM attention"), ATTENTION_BITS).reshape(p, c)
         summed = mixed + causal[..., :c].sum(1)
