@@ -181,3 +181,15 @@ def test_the_integer_path_codes_in_wavefront_order_only(tiny, latents):
     _, canon = tiny
     with pytest.raises(ValueError, match="wavefront order only"):
         raster_serial_encode(canon, latents[0])
+
+
+def test_a_batch_mate_with_large_latents_does_not_change_an_image_s_stream(tiny, latents):
+    """LayerNorm keeps extra bits for σ only while ``4^extra (2 max|x|)²`` fits the exact range; the headroom is
+    judged per image, so an image whose latents are large (|ŷ| past 512 costs σ a bit in the CAM's first norm) does
+    not change what its batch mates' rows compute: a service batch mixes strangers' uploads."""
+    _, canon = tiny
+    large = latents[1] / latents[1].abs().max() * 3000.0
+    alone = encode(canon, [latents[0]], [CODES[1]])[0]
+    batched = encode(canon, [latents[0], large], [CODES[1], CODES[1]])
+    assert batched[0].y_string == alone.y_string and batched[0].index_crc == alone.index_crc
+    assert torch.equal(canon.decompress_latents([batched[0], batched[1]])[0], canon.decompress_latent(alone))

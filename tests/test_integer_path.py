@@ -208,6 +208,22 @@ def test_layer_norm_follows_the_float_one_to_a_few_steps_and_each_row_is_its_own
     assert torch.equal(torch.cat([layer(row[None]) for row in x]), out)
 
 
+def test_layer_norm_judges_its_headroom_per_image_of_a_batched_call():
+    """σ gets fewer extra bits where the values are large; an image with large values must not take them from the
+    rows of the images batched with it (``groups``), whatever the input's layout."""
+    norm = torch.nn.LayerNorm(48)
+    layer = IntegerLayerNorm.of(norm, 8)
+    quiet, loud = ints(40, 48, bits=14, seed=12), ints(40, 48, bits=22, seed=13)  # loud: |x| up to 2^21, extra < 8
+    alone = [layer(quiet), layer(loud)]
+    batched = layer(torch.cat([quiet, loud]), groups=2)
+    assert torch.equal(batched, torch.cat(alone))
+    assert not torch.equal(layer(torch.cat([quiet, loud]))[:40], alone[0])  # judged over both: the quiet rows change
+    maps = torch.stack([quiet, loud]).reshape(2, 5, 8, 48)  # (B, H, W, C), as a full-map CAM call holds them
+    assert torch.equal(layer(maps, groups=2), torch.stack(alone).reshape(2, 5, 8, 48))
+    with pytest.raises(IntegerPathError, match="leave the exact range"):
+        layer(torch.cat([quiet, loud * 2**6]), groups=2)
+
+
 def test_softmax_rows_sum_to_the_output_scale_and_follow_the_float_softmax():
     frac = 8
     exp = IntegerTable.of(torch.exp, -16 << frac, 0, frac, 15)

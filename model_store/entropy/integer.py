@@ -318,23 +318,47 @@ class IntegerLayerNorm:
         beta = torch.round(norm.bias.detach().double() * 2.0 ** (frac + shift))
         return cls(gamma, beta, shift, frac, norm.eps, input_frac=input_frac)
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """Checked on the actual values: ``(2 max|x|)² · max(n, 4^extra)`` must stay below 2^52."""
+    def __call__(self, x: Tensor, groups: int = 1) -> Tensor:
+        """Checked on the actual values: ``(2 max|x|)² · max(n, 4^extra)`` must stay below 2^52.
+
+        ``groups``: ``x``'s leading dimension holds that many equal blocks of rows, one per image of a batched call.
+        Why: ``extra`` depends on the largest value, and judged over a whole batch an image with large activations
+        would take a bit of σ from every other image's rows (their means moved by a step: another decoded latent
+        than the same stream gives alone). Judged per block, an image's rows compute what they compute alone."""
         if x.dtype != INTEGER_DTYPE:
             raise IntegerPathError(f"IntegerLayerNorm input: expected {INTEGER_DTYPE}, got {x.dtype}")
         n = x.shape[-1]
-        peak = float(x.abs().max()) if x.numel() else 0.0  # NaN fails the test below
-        if not n * (2 * peak) ** 2 < EXACT_LIMIT / 2:
+        blocks = x.reshape(groups, -1, n)
+        peaks = blocks.abs().amax((1, 2)).tolist() if x.numel() else [0.0] * groups
+        extras = [self._extra_bits(peak, n) for peak in peaks]
+        if len(set(extras)) == 1:  # the usual case: one set of constants, as Python numbers
+            four, eps, step = self._constants(extras[0])
+        else:
+            per_block = [self._constants(extra) for extra in extras]
+            four, eps, step = (
+                torch.tensor(c, dtype=INTEGER_DTYPE, device=x.device).view(-1, 1, 1) for c in zip(*per_block)
+            )
+        d = blocks - floor_div(blocks.sum(-1, keepdim=True), n)
+        variance = floor_div((d * d).sum(-1, keepdim=True), n)
+        sigma = isqrt(variance * four + eps, nonnegative=True)  # at 2^-(frac + extra); >= 1
+        normalised = floor_div(d * step + sigma, 2.0 * sigma, divisor_positive=True)
+        out = shift_down_(torch.addcmul(self.beta_half(), normalised, self.gamma), self.gamma_shift)
+        return out.reshape(x.shape)
+
+    def _extra_bits(self, peak: float, n: int) -> int:
+        """σ's extra bits for values up to ``peak``: :attr:`extra`, fewer for large activations (whose σ needs them
+        less) so that ``4^extra (2 peak)²`` stays exact; an error where even ``n (2 peak)²`` would not."""
+        if not n * (2 * peak) ** 2 < EXACT_LIMIT / 2:  # NaN fails too
             raise IntegerPathError(f"IntegerLayerNorm: {n} values up to |x| = {peak:g} leave the exact range")
-        extra = self.extra  # σ's extra bits, fewer for large activations (whose σ needs them less)
+        extra = self.extra
         while extra > 0 and not 4.0**extra * (2 * peak) ** 2 < EXACT_LIMIT / 2:
             extra -= 1
-        d = x - floor_div(x.sum(-1, keepdim=True), n)
-        variance = floor_div((d * d).sum(-1, keepdim=True), n)
+        return extra
+
+    def _constants(self, extra: int) -> tuple:
+        """``(4^extra, max(ε, 1), 2^(frac + extra + 1))`` with ε on the variance's scale, exact floats."""
         eps = float(round(self.eps * 4.0 ** ((self.frac if self.input_frac is None else self.input_frac) + extra)))
-        sigma = isqrt(variance * 4.0**extra + max(eps, 1.0), nonnegative=True)  # at 2^-(frac + extra); >= 1
-        normalised = floor_div(d * 2.0 ** (self.frac + extra + 1) + sigma, 2.0 * sigma, divisor_positive=True)
-        return shift_down_(torch.addcmul(self.beta_half(), normalised, self.gamma), self.gamma_shift)
+        return 4.0**extra, max(eps, 1.0), 2.0 ** (self.frac + extra + 1)
 
     def beta_half(self) -> Tensor:
         """β plus the rounding half of the output shift (:func:`half_step`), derived once per stored β."""

@@ -250,7 +250,7 @@ def code_latents_integer(
         at = positions.to(device)
         causal = torch.cat([ctx.gather(at) for ctx in contexts])
         hyper_acc = torch.cat([hyper.rows(at) for hyper in hypers])
-        scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding))
+        scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding, count))
         scales, means = (scales_int * 0.5**frac).cpu(), (means_int * 0.5**frac).cpu()
         parts = []
         for b in range(count):
@@ -265,7 +265,7 @@ def code_latents_integer(
             parts.append(part)
         fixed = to_fixed(torch.cat(parts), frac).to(device)
         check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
-        features = path.cam.token_features(fixed)
+        features = path.cam.token_features(fixed, count)
         for b, ctx in enumerate(contexts):
             ctx.write_features(at, features[b * p : (b + 1) * p])
         for hyper in hypers:

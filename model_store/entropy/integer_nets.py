@@ -132,12 +132,14 @@ class IntegerCAM:
         """The position bias plus the logits' rounding half (:func:`half_step`), derived once per stored bias."""
         return derived(self, "_bias_half", (self.position_bias,), lambda bias: bias + half_step(self.frac))
 
-    def token_features(self, x: Tensor) -> Tensor:
-        """``(..., M)`` -> ``(..., 4M)`` = ``[x, q, k, v]``."""
-        return torch.cat([x, self.qkv(self.norm1(x))], dim=-1)
+    def token_features(self, x: Tensor, groups: int = 1) -> Tensor:
+        """``(..., M)`` -> ``(..., 4M)`` = ``[x, q, k, v]``; ``groups``: images in ``x``'s leading dimension, each
+        normalised on its own (:class:`IntegerLayerNorm`)."""
+        return torch.cat([x, self.qkv(self.norm1(x, groups))], dim=-1)
 
-    def attend(self, causal: Tensor, padding: Tensor) -> Tensor:
-        """``(P, 12, 4M)`` causal token features -> ``(P, out_dim)``."""
+    def attend(self, causal: Tensor, padding: Tensor, groups: int = 1) -> Tensor:
+        """``(P, 12, 4M)`` causal token features -> ``(P, out_dim)``; the ``P`` rows are ``groups`` images' equal
+        shares, each normalised on its own."""
         cam = self.cam
         p, n_causal, _ = causal.shape
         c, heads = cam.dim, cam.num_heads
@@ -151,7 +153,7 @@ class IntegerCAM:
         weights = integer_softmax(logits, self.exp, ATTENTION_BITS).sum(-2, keepdim=True)  # Σ over queries
         mixed = round_shift(exact_product(weights @ v, "CAM attention"), ATTENTION_BITS).reshape(p, c)
         summed = mixed + causal[..., :c].sum(1)
-        hidden = self.gelu(self.fc1(self.norm2(summed)))
+        hidden = self.gelu(self.fc1(self.norm2(summed, groups)))
         summed = summed + self.fc2(hidden)
         return check_range(self.proj(summed), EXACT_LIMIT / 4, "IntegerCAM output")
 
@@ -159,12 +161,12 @@ class IntegerCAM:
         cam = self.cam
         b, c, h, w = y_hat.shape
         check_integral(y_hat, ACTIVATION_BOUND, "IntegerCAM input")
-        feats = self.token_features(y_hat.permute(0, 2, 3, 1))
+        feats = self.token_features(y_hat.permute(0, 2, 3, 1), b)
         padding = self.token_features(torch.zeros(1, c, dtype=INTEGER_DTYPE))[0]
         flat = cam.pad_features(feats, padding)
         idx = cam.neighbour_index(h, w)
         causal = flat[:, idx.reshape(-1)].reshape(b * h * w, cam.num_causal, 4 * c)
-        out = self.attend(causal, padding)
+        out = self.attend(causal, padding, b)
         return out.reshape(b, h, w, cam.out_dim).permute(0, 3, 1, 2)
 
 
