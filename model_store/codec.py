@@ -399,8 +399,10 @@ class ImageCodec:
     @torch.no_grad()
     def synthesise(self, y_hats: Sequence[Tensor], headers: Sequence[container.StreamHeader]) -> List[np.ndarray]:
         """g_s over same-shaped latents, tile by tile, each tile rounded to 8 bits and cropped to its image's
-        size straight into the uint8 output (no float copy of a whole photo)."""
+        size straight into the uint8 output (no float copy of a whole photo). A variable-rate model's g_s is
+        conditioned on each image's code (the header's quality) where it has a synthesis modulation."""
         y = torch.cat(list(y_hats))
+        codes = [hd.quality for hd in headers] if self.rate_knob is not None else None
         images = [np.empty((hd.height, hd.width, 3), np.uint8) for hd in headers]
         stride = self.model.latent_stride
         for group in self._groups(len(images)):
@@ -418,11 +420,12 @@ class ImageCodec:
                             tensor_to_image(kept)
                         )
 
+            def synthesis(tile: Tensor, knob=None if codes is None else [codes[i] for i in group]) -> Tensor:
+                return self.model.synthesis(tile, knob)
+
             latent = tuple(y_group.shape[-2:])
             pixels = max(hd.width * hd.height for hd in headers)
-            apply_tiled(
-                self.model.synthesis, read, write, latent, self.tile_grid, 1, stride, self._workers(), _trimmer(pixels)
-            )
+            apply_tiled(synthesis, read, write, latent, self.tile_grid, 1, stride, self._workers(), _trimmer(pixels))
         return images
 
     def decompress_batch(self, streams: Sequence[bytes]) -> List[np.ndarray]:

@@ -185,11 +185,11 @@ class _Search:
         if code not in self._psnr:
             cancellation.check()
             y_hat = self.probe.reconstruction(code).float().cpu()
-            self._psnr[code] = metrics.psnr(self._pixels(y_hat), self.image)
+            self._psnr[code] = metrics.psnr(self._pixels(y_hat, code), self.image)
         return self._psnr[code]
 
-    def _pixels(self, y_hat: Tensor) -> np.ndarray:
-        return self.codec.synthesise([y_hat], [_PixelsOnly(self.height, self.width)])[0]
+    def _pixels(self, y_hat: Tensor, code: int) -> np.ndarray:
+        return self.codec.synthesise([y_hat], [_PixelsOnly(self.height, self.width, code)])[0]
 
     def stream(self, code: int) -> bytes:
         """The real stream at ``code`` (encoded once)."""
@@ -201,7 +201,7 @@ class _Search:
         """PSNR of what every decoder of the stream at ``code`` shows (the encoder knows its ŷ exactly; g_s once)."""
         if code not in self._real_psnr:
             self.stream(code)
-            self._real_psnr[code] = metrics.psnr(self._pixels(self.streams[code][1].float()), self.image)
+            self._real_psnr[code] = metrics.psnr(self._pixels(self.streams[code][1].float(), code), self.image)
         return self._real_psnr[code]
 
     def sizes(self) -> Dict[int, int]:
@@ -333,7 +333,8 @@ class _Search:
 
 @dataclass(frozen=True)
 class _PixelsOnly:
-    """The two header fields ``ImageCodec.synthesise`` reads, for an estimated latent that has no stream."""
+    """The header fields ``ImageCodec.synthesise`` reads, for an estimated latent that has no stream."""
 
     height: int
     width: int
+    quality: int  # the knob code (g_s may be conditioned on it)

@@ -72,7 +72,7 @@ def _rd_proxy(
     """The training objective ``λ·255²·MSE + bpp`` of latent ``y`` under the proxies, for the unpadded
     ``height x width`` top-left of ``x`` (``knob``: a variable-rate model's position, ``(1,)``)."""
     y_hat, likelihoods = model.rate_forward(y) if knob is None else model.rate_forward(y, knob=knob)
-    x_hat = model.synthesis(y_hat)[..., :height, :width].clamp(0.0, 1.0)
+    x_hat = model.synthesis(y_hat, knob)[..., :height, :width].clamp(0.0, 1.0)
     mse = torch.mean((x_hat - x[..., :height, :width]) ** 2)
     return lmbda * 255.0**2 * mse + total_bpp(likelihoods, height * width)
 

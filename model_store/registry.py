@@ -287,11 +287,27 @@ def with_model_constants(model: torch.nn.Module, state: Dict[str, torch.Tensor])
     return {k: (own[k].clone() if k.endswith(FP16_LOST_CONSTANTS) and k in own else v) for k, v in state.items()}
 
 
+#: Keys of a knob-conditioned synthesis (``LearnedImageCodec.add_synthesis_modulation``): a file that has them
+#: gets the module, one without decodes with the plain g_s, as it always did.
+MODULATION_PREFIX = "synthesis_modulation."
+
+
+def with_optional_modules(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> LearnedImageCodec:
+    """``model`` with the optional modules ``state`` holds weights for (its synthesis modulation), added as
+    initialised so that loading ``state`` fills them. Why the file decides: the modules are optional per version,
+    and a loader must build what the file was trained with, not what a preset says today."""
+    if any(k.startswith(MODULATION_PREFIX) for k in state) and model._modules.get("synthesis_modulation") is None:
+        model.add_synthesis_modulation()
+    return model
+
+
 def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None:
     """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed); a file
-    with an integer entropy path gets it exactly as stored (:mod:`model_store.entropy.integer_coding`)."""
+    with an integer entropy path gets it exactly as stored (:mod:`model_store.entropy.integer_coding`), one with a
+    synthesis modulation gets that module (:func:`with_optional_modules`)."""
     integer = {k: v for k, v in state.items() if k.startswith(INTEGER_STATE_PREFIX)}
     state = {k: v for k, v in state.items() if k not in integer}
+    with_optional_modules(model, state)
     model.load_state_dict(with_model_constants(model, float_state(state)))
     model.integer_entropy = IntegerEntropyPath.from_state(model, integer) if integer else None
 

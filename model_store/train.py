@@ -118,6 +118,10 @@ class TrainConfig:
     #: thread, 1.16 -> 0.78 CPU s/step (1.48x the steps per CPU-hour) after a one-off compile of ~2 CPU-minutes
     #: per process. Same maths (gradients equal to float rounding); validation and export use the eager model.
     compile: bool = False
+    #: Variable-rate training only: condition g_s on the knob (``LearnedImageCodec.add_synthesis_modulation``, a
+    #: per-channel scale and shift after each upsampling stage, identity at the start). A file that has one
+    #: cannot be continued without it (refused, never dropped).
+    synthesis_modulation: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -265,7 +269,7 @@ def validate(
             except UncodableLatentError:  # a diverged model: worse than anything that can be coded
                 model.train()
                 return {"loss": math.inf, "bpp": math.inf, "psnr": 0.0}
-            x_hat = model.synthesis(y_hat.to(device=device, dtype=y.dtype))
+            x_hat = model.synthesis(y_hat.to(device=device, dtype=y.dtype), knob)
             bpp = 8.0 * (len(payload.z_string) + len(payload.y_string)) / (h * w)
         mse = F.mse_loss(x_hat[..., :h, :w].float().clamp(0, 1), x).item()
         totals["bpp"] += bpp
@@ -362,8 +366,11 @@ def load_weights_only(model: LearnedImageCodec, path: str, widen: Optional[str] 
         state = float_state(load_file(str(path)))
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    from model_store.registry import with_model_constants
+    from model_store.registry import MODULATION_PREFIX, with_model_constants
 
+    if any(k.startswith(MODULATION_PREFIX) for k in state) and model._modules.get("synthesis_modulation") is None:
+        # the optimiser is built before this load: adding the module here would leave it untrained
+        raise ValueError(f"{path} conditions g_s on the knob: train it with --synthesis-modulation")
     if widen:
         from model_store.widen import WidenUnit, widen_state, widened_names
 
@@ -451,7 +458,10 @@ def train(cfg: TrainConfig) -> Path:
         print(
             f"--amp ignored: {device} has no native bf16 (it would be emulated, slower than float32)", file=sys.stderr
         )
-    model = create_model(cfg.arch, cfg.preset, cfg.quality).to(device)
+    model = create_model(cfg.arch, cfg.preset, cfg.quality)
+    if cfg.synthesis_modulation:
+        model.add_synthesis_modulation()
+    model = model.to(device)
     if cfg.quantizer not in model.training_quantizers:
         raise ValueError(
             f"--quantizer {cfg.quantizer}: {cfg.arch} trains with {', '.join(model.training_quantizers)} only"
@@ -639,7 +649,7 @@ def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Opt
     for quality, ckpt_path in sorted((q, v) for q, v in runs.items() if q not in reused):
         path = Path(ckpt_path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model = create_model(arch, preset, quality)
+        model = registry.with_optional_modules(create_model(arch, preset, quality), ckpt["model"])
         model.load_state_dict(registry.with_model_constants(model, ckpt["model"]))  # a transferred ckpt is fp16
         models[quality] = model.eval()
         cfg_path = path.parent / "config.json"

@@ -33,7 +33,7 @@ from compressai.models.base import CompressionModel, get_scale_table
 from torch import Tensor
 
 from model_store import heap
-from model_store.architectures.variable_rate import RateKnob
+from model_store.architectures.variable_rate import RateKnob, SynthesisModulation
 from model_store.entropy import hyper_bands
 from model_store.entropy.coding import (
     CANONICAL_DTYPE,
@@ -75,7 +75,7 @@ class LearnedImageCodec(CompressionModel):
     hyper_stride: int = 64
     #: Sub-module names the encoder/decoder need besides the heavy transforms; the canonical float64 copy keeps
     #: everything except these heavy ones.
-    heavy_modules: Tuple[str, ...] = ("g_a", "g_s")
+    heavy_modules: Tuple[str, ...] = ("g_a", "g_s", "synthesis_modulation")
     #: How training mode stands in for rounding. Only ``rate_forward`` reads it; an architecture lists the modes
     #: it implements in ``training_quantizers`` ("noise" is each reference's own proxy). Not part of the weights:
     #: ``model_store.train --quantizer`` sets it on the model it trains.
@@ -102,8 +102,21 @@ class LearnedImageCodec(CompressionModel):
     def analysis(self, x: Tensor) -> Tensor:
         return self.g_a(x)
 
-    def synthesis(self, y_hat: Tensor) -> Tensor:
-        return self.g_s(y_hat)
+    def synthesis(self, y_hat: Tensor, knob=None) -> Tensor:
+        """g_s; ``knob`` (a variable-rate model's code, codes per image, or positions ``(B,)``) conditions it where
+        the model has a :class:`~model_store.architectures.variable_rate.SynthesisModulation` and is ignored where
+        not, so every caller passes what it knows."""
+        modulation = self._modules.get("synthesis_modulation")
+        if modulation is None:
+            return self.g_s(y_hat)
+        at = modulation(self.knob_positions(knob, y_hat))
+        x = y_hat
+        for i, layer in enumerate(self.g_s):
+            x = layer(x)
+            if i in at:
+                scale, shift = at[i]
+                x = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+        return x
 
     def hyper_analysis(self, y: Tensor) -> Tensor:
         return self.h_a(y)
@@ -119,7 +132,7 @@ class LearnedImageCodec(CompressionModel):
         with torch.autocast(device_type=y.device.type, enabled=False):
             y32 = y.to(torch.promote_types(y.dtype, torch.float32))
             y_hat, likelihoods = self.rate_forward(y32) if knob is None else self.rate_forward(y32, knob=knob)
-        return {"x_hat": self.synthesis(y_hat), "likelihoods": likelihoods, "y": y}
+        return {"x_hat": self.synthesis(y_hat, knob), "likelihoods": likelihoods, "y": y}
 
     # -- variable rate ----------------------------------------------------------------------------------------------
     @property
@@ -139,6 +152,33 @@ class LearnedImageCodec(CompressionModel):
         if knob is None:
             raise ValueError(f"{type(self).__name__} is variable-rate: it needs a quality knob code 1..{scale.levels}")
         return knob if isinstance(knob, Tensor) else scale.check_code(knob)
+
+    def knob_positions(self, knob, like: Tensor) -> Tensor:
+        """``(B,)`` positions on the knob's scale from what callers hold: positions (training), one code, or a code
+        per image of ``like``'s batch (a decoder's headers)."""
+        scale = self.rate_knob
+        if scale is None or knob is None:
+            raise ValueError(f"{type(self).__name__}'s synthesis is conditioned on the knob: pass the code(s)")
+        if isinstance(knob, Tensor):
+            return knob
+        codes = [knob] * like.shape[0] if isinstance(knob, int) else list(knob)
+        if len(codes) != like.shape[0]:
+            raise ValueError(f"{len(codes)} knob codes for a batch of {like.shape[0]}")
+        return torch.tensor([scale.position(c) for c in codes], dtype=torch.float32, device=like.device)
+
+    def synthesis_modulation_points(self) -> Optional[Dict[int, int]]:
+        """g_s layer index -> output channels, for the layers a knob-conditioned modulation follows (None: this
+        architecture has none)."""
+        return None
+
+    def add_synthesis_modulation(self):
+        """Condition g_s on the knob (:class:`~model_store.architectures.variable_rate.SynthesisModulation`,
+        identity until trained). Returns the model."""
+        points = self.synthesis_modulation_points()
+        if self.rate_knob is None or not points:
+            raise ValueError(f"{type(self).__name__} has no knob-conditioned synthesis (variable-rate ERSTC has)")
+        self.synthesis_modulation = SynthesisModulation(self.rate_knob, points).to(next(self.g_s.parameters()))
+        return self
 
     def rate_forward(self, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """From the latent on: ``(y_hat, {"y": y_likelihoods, "z": z_likelihoods})``, noise proxies or

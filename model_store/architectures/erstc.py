@@ -317,6 +317,11 @@ class ERSTC(CausalContextCoding, LearnedImageCodec):
                     for block in module.blocks:
                         block.zero_init_post_norms()
 
+    def synthesis_modulation_points(self) -> Dict[int, int]:
+        """After each of g_s's three N-channel upsampling convs (layers 0, 2, 4), before the Swin group that
+        follows it: the knob scales the features each stage's attention and MLP then work on."""
+        return {i: self.cfg.N for i in (0, 2, 4)}
+
 
 # -- presets ----------------------------------------------------------------------------------------------------------
 def _paper_config(quality: int) -> ERSTCConfig:

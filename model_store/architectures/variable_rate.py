@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["KnobPoint", "KnobTable", "RateKnob"]
+__all__ = ["KnobPoint", "KnobTable", "RateKnob", "SynthesisModulation", "anchor_weights"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,20 @@ class RateKnob:
         return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def anchor_weights(knob: RateKnob, positions: Tensor, like: Tensor) -> Tensor:
+    """``(B, A)`` weights that interpolate per-anchor values piecewise linearly at knob positions ``(B,)`` (two
+    non-zero per row, summing to 1; clamped at the ends), in ``like``'s dtype and device. One rule for every
+    knob-conditioned table, so the latent gains and the synthesis modulation move together."""
+    anchors = torch.tensor(knob.anchor_positions(), dtype=like.dtype, device=like.device)
+    spacing = anchors[1] - anchors[0]
+    u = ((positions.to(anchors) - anchors[0]) / spacing).clamp(0, knob.anchors - 1)
+    low = u.floor().clamp(max=knob.anchors - 2)
+    frac = (u - low).unsqueeze(1)
+    columns = torch.arange(knob.anchors, device=u.device)
+    low = low.long().unsqueeze(1)
+    return (columns == low) * (1 - frac) + (columns == low + 1) * frac
+
+
 class KnobPoint(NamedTuple):
     """What one knob position does to the model: per-channel latent gains and the parameter net's extra bias."""
 
@@ -147,14 +161,7 @@ class KnobTable(nn.Module):
 
     def weights(self, positions: Tensor) -> Tensor:
         """``(B, A)`` interpolation weights (two non-zero per row, summing to 1; clamped at the ends)."""
-        anchors = torch.tensor(self.knob.anchor_positions(), dtype=self.log_gain.dtype, device=self.log_gain.device)
-        spacing = anchors[1] - anchors[0]
-        u = ((positions.to(anchors) - anchors[0]) / spacing).clamp(0, self.knob.anchors - 1)
-        low = u.floor().clamp(max=self.knob.anchors - 2)
-        frac = (u - low).unsqueeze(1)
-        columns = torch.arange(self.knob.anchors, device=u.device)
-        low = low.long().unsqueeze(1)
-        return (columns == low) * (1 - frac) + (columns == low + 1) * frac
+        return anchor_weights(self.knob, positions, self.log_gain)
 
     def forward(self, positions: Tensor) -> KnobPoint:
         """Gains ``(B, M)`` and biases ``(B, E1)`` at knob positions ``(B,)``."""
@@ -167,3 +174,37 @@ class KnobTable(nn.Module):
         position = torch.tensor([self.knob.position(code)], dtype=torch.float64)
         gain, bias = self(position)
         return KnobPoint(gain[0], bias[0])
+
+
+class SynthesisModulation(nn.Module):
+    """The decoder side of the knob: a per-channel scale and shift on g_s's features after chosen layers,
+    interpolated over the knob's anchors like :class:`KnobTable`'s gains.
+
+    Why: the gains put the latent on a finer or coarser grid and divide it back, so g_s gets ŷ on one scale at
+    every rate, but with quantisation error whose size depends on the knob, and it cannot tell which: one synthesis
+    has to reconstruct a code-1 latent (steps 4.3x the reference λ's, at the gains' initial values) and a code-255 one
+    (3.5x finer) alike. The
+    per-λ files each have a g_s of their own. Conditioning g_s on the knob (as variable-rate codecs with
+    conditional transforms do) lets its features adapt per rate for a few thousand parameters and three
+    multiply-adds per pixel of a feature map; g_a stays knob-free, so rate control still analyses once per image.
+    Both tables start at zero (scale 1, shift 0: exactly the unmodulated g_s), so a fine-tune from a file without
+    them starts where that file was, and a file without them decodes as before (``registry.load_state``).
+    """
+
+    def __init__(self, knob: RateKnob, channels: Dict[int, int]):
+        """``channels``: g_s layer index -> channels of that layer's output, the features modulated after it."""
+        super().__init__()
+        if not channels:
+            raise ValueError("synthesis modulation needs at least one g_s layer")
+        self.knob = knob
+        self.layers = tuple(sorted(channels))
+        self.widths = [channels[i] for i in self.layers]
+        self.log_scale = nn.Parameter(torch.zeros(knob.anchors, sum(self.widths)))
+        self.shift = nn.Parameter(torch.zeros(knob.anchors, sum(self.widths)))
+
+    def forward(self, positions: Tensor) -> Dict[int, Tuple[Tensor, Tensor]]:
+        """g_s layer index -> ``(scale, shift)``, each ``(B, C, 1, 1)``, at knob positions ``(B,)``."""
+        w = anchor_weights(self.knob, positions, self.log_scale)
+        scales = torch.exp(w @ self.log_scale).split(self.widths, dim=1)
+        shifts = (w @ self.shift).split(self.widths, dim=1)
+        return {i: (s[:, :, None, None], b[:, :, None, None]) for i, s, b in zip(self.layers, scales, shifts)}
