@@ -29,7 +29,9 @@ SHARES = (0.1, 0.3, 0.5, 0.7, 0.9)
 PSNR_SHARES = (0.25, 0.5, 0.75)
 
 
-def load_codec(weights: str, arch: str, preset: str):
+def load_codec(weights: str, arch: str, preset: str, float_path: bool = False):
+    """A codec on ``weights`` (a training checkpoint or a shipped fp16 file); ``float_path``: a shipped file's
+    integer entropy path left out, so the same weights code on the float64 path (what the path itself costs)."""
     import torch
 
     from model_store.architectures.registry import create_model
@@ -41,9 +43,11 @@ def load_codec(weights: str, arch: str, preset: str):
     if str(weights).endswith(".safetensors"):  # a shipped file: its CDF tables and integer path, as a loader uses them
         from safetensors.torch import load_file
 
+        from model_store.entropy.integer_coding import STATE_PREFIX
         from model_store.registry import load_state
 
-        load_state(model, load_file(str(weights)))
+        state = load_file(str(weights))
+        load_state(model, {k: v for k, v in state.items() if not (float_path and k.startswith(STATE_PREFIX))})
         model.eval()
     else:
         if load_weights_only(model, weights):
