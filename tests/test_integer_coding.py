@@ -175,6 +175,23 @@ def test_a_perturbed_kernel_is_caught_by_the_guard_and_makes_no_stream(tiny, lat
         encode(canon, latents[:1], [CODES[1]])
 
 
+def test_deferred_checks_code_the_same_streams_and_still_stop_a_bad_kernel(tiny, latents):
+    """The GPU form of the guard (one host read per wavefront step), forced on the CPU: the same bytes and latents
+    as per-operation checks, and the negative control still raises before any stream exists."""
+    state, canon = tiny
+    codes = [CODES[0], CODES[2]]
+    immediate = encode(canon, latents[:2], codes)
+    model = create_model("erstc", "tiny-vr", 1).eval()
+    load_state(model, state)
+    deferred = canonical_copy(model)
+    deferred.integer_entropy.defer_checks = True
+    assert [p.y_string for p in encode(deferred, latents[:2], codes)] == [p.y_string for p in immediate]
+    assert torch.equal(deferred.decompress_latent(immediate[1]), canon.decompress_latent(immediate[1]))
+    deferred.integer_entropy.net.layers[2].weight[0, 0] += 0.5
+    with pytest.raises(IntegerPathError, match="not an integer"):
+        encode(deferred, latents[:1], [CODES[1]])
+
+
 def test_the_integer_path_codes_in_wavefront_order_only(tiny, latents):
     from model_store.entropy.causal_context import raster_serial_encode
 

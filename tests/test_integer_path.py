@@ -17,6 +17,9 @@ from model_store.entropy.integer import (
     IntegerPathError,
     IntegerTable,
     check_integral,
+    check_range,
+    deferred_checks,
+    exact_product,
     floor_div,
     half_step,
     integer_softmax,
@@ -166,6 +169,48 @@ def test_non_integers_are_refused_where_values_enter_or_leave_the_path():
         check_integral(x + 0.5, 2.0**16, "x")
     with pytest.raises(IntegerPathError, match="not an integer"):
         check_integral(x.masked_fill(x > 0, float("nan")), 2.0**16, "x")
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda x: check_integral(x + 0.5, 2.0**16, "x"), "x: a value is not an integer"),
+        (lambda x: check_integral(x.masked_fill(x > 0, float("nan")), 2.0**16, "x"), "not an integer"),
+        (lambda x: check_range(x * 8, 2.0**16, "x"), "exceeds the exact range"),
+        (lambda x: exact_product(x / 3, "product"), "matmul kernel is not exact"),
+    ],
+)
+def test_deferred_checks_catch_what_the_immediate_ones_catch_at_verify(bad, match):
+    """Inside ``deferred_checks`` nothing is read on the host until ``verify``; then the first failed check raises
+    the error the immediate check would have raised, and a clean span passes."""
+    x = ints(3, 384, bits=16, seed=9)
+    with deferred_checks() as guard:
+        assert check_integral(x, 2.0**16, "x") is x and check_range(x, 2.0**16, "x") is x
+        guard.verify()
+        bad(x)  # recorded, not raised
+        assert len(guard.entries) >= 1
+        with pytest.raises(IntegerPathError, match=match):
+            guard.verify()
+    with pytest.raises(IntegerPathError, match=match):  # a normal exit verifies what is left
+        with deferred_checks():
+            bad(x)
+
+
+def test_layer_norm_headroom_computed_on_the_device_matches_the_host_rule():
+    """Deferred, LayerNorm picks σ's extra bits per image from device tensors; the values, around the threshold
+    where the bits drop and with images of different sizes in one call, are the host rule's."""
+    layer = IntegerLayerNorm.of(torch.nn.LayerNorm(48), 8)
+    blocks = [ints(20, 48, bits=b, seed=20 + b) for b in (14, 18, 19, 22)]
+    blocks[1][0, 0], blocks[2][0, 0] = 2.0**17 - 1, 2.0**17  # just below / at the 8-bit threshold
+    x = torch.cat(blocks)
+    immediate = layer(x, groups=4)
+    with deferred_checks():
+        deferred = layer(x, groups=4)
+        uniform = layer(blocks[0], groups=1)
+    assert torch.equal(deferred, immediate) and torch.equal(uniform, layer(blocks[0]))
+    with pytest.raises(IntegerPathError, match="leaves the exact range"):
+        with deferred_checks():
+            layer(x * 2**9, groups=4)
 
 
 def test_weights_that_could_overflow_the_exact_range_are_refused_when_the_layer_is_built():

@@ -19,7 +19,9 @@ Latent-Variable Models", ICLR 2019). What is not a sum of products needs its own
   another machine; a stored table cannot).
 
 The guard cannot be skipped: every operation here checks that what it computes is integral and inside the bound that
-makes it exact, and raises :class:`IntegerPathError` (never a stream) otherwise.
+makes it exact, and raises :class:`IntegerPathError` (never a stream) otherwise. On a GPU each check read on the host
+would stall the device a dozen times per wavefront step; inside :func:`deferred_checks` the checks of one step are
+kept on the device instead and read in one transfer, before the coder sees any value of that step.
 
 Bounds are static where they can be: :class:`IntegerLinear` proves at construction that ``input_bound`` times its
 largest row of absolute weights plus its largest bias stays below :data:`EXACT_LIMIT`, so no partial sum of any order
@@ -28,8 +30,10 @@ can pass it; at run time it only checks that its input is integral and within ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -46,6 +50,7 @@ __all__ = [
     "IntegerPathError",
     "IntegerTable",
     "check_integral",
+    "deferred_checks",
     "check_range",
     "derived",
     "exact_product",
@@ -80,11 +85,69 @@ class IntegerPathError(ModelStoreError):
     code = "integer_path_violation"
 
 
+@dataclass
+class DeferredGuard:
+    """The guard's checks of one span of work (a wavefront step), recorded as device scalars and read at
+    :meth:`verify` in one transfer. Each entry is ``(what, kind, bound, value)``: "integral" wants ``value`` (the
+    largest distance to an integer) to be 0, "range" wants it ``<= bound``, "below" ``< bound``; NaN fails all three."""
+
+    entries: List[Tuple[str, str, float, Tensor]] = field(default_factory=list)
+
+    def expect(self, what: str, kind: str, bound: float, value: Tensor) -> None:
+        self.entries.append((what, kind, bound, value))
+
+    def verify(self) -> None:
+        """Raise :class:`IntegerPathError` for the first recorded check that failed; forget them all."""
+        if not self.entries:
+            return
+        entries, self.entries = self.entries, []
+        values: List[float] = [0.0] * len(entries)
+        by_device: dict = {}
+        for i, entry in enumerate(entries):
+            by_device.setdefault(entry[3].device, []).append(i)
+        for indices in by_device.values():  # one host read per device (the coder's side is on the CPU)
+            read = torch.stack([entries[i][3].to(INTEGER_DTYPE) for i in indices]).tolist()
+            for i, value in zip(indices, read):
+                values[i] = value
+        for (what, kind, bound, _), value in zip(entries, values):
+            if kind == "integral" and not value == 0:
+                raise IntegerPathError(f"{what}: a value is not an integer")
+            if kind == "range" and not value <= bound:
+                raise IntegerPathError(f"{what}: |value| {value:.6g} exceeds the exact range {bound:.6g}")
+            if kind == "below" and not value < bound:
+                raise IntegerPathError(f"{what}: {value:.6g} leaves the exact range {bound:.6g}")
+
+
+_DEFERRED: ContextVar[Optional[DeferredGuard]] = ContextVar("integer_path_deferred_guard", default=None)
+
+
+@contextmanager
+def deferred_checks() -> Iterator[DeferredGuard]:
+    """Inside, :func:`check_integral`, :func:`check_range`, :func:`exact_product` and :class:`IntegerLayerNorm`'s
+    headroom record their checks instead of reading values on the host; call ``verify()`` before any value leaves
+    the path (it runs once more on a normal exit). Same checks, same errors, one device sync per ``verify``."""
+    guard = DeferredGuard()
+    token = _DEFERRED.set(guard)
+    try:
+        yield guard
+        guard.verify()
+    finally:
+        _DEFERRED.reset(token)
+
+
+def _deferred() -> Optional[DeferredGuard]:
+    return _DEFERRED.get()
+
+
 def check_integral(t: Tensor, bound: float, what: str) -> Tensor:
     """``t`` itself, after checking it is float64, integer-valued and within ``[-bound, bound]``."""
     if t.dtype != INTEGER_DTYPE:
         raise IntegerPathError(f"{what}: expected {INTEGER_DTYPE}, got {t.dtype}")
-    if t.numel():
+    guard = _deferred()
+    if guard is not None and t.numel():
+        guard.expect(what, "integral", 0.0, (t - torch.round(t)).abs().amax())
+        guard.expect(what, "range", bound, t.abs().amax())
+    elif t.numel():
         if not bool(torch.all(t == torch.round(t))):
             raise IntegerPathError(f"{what}: a value is not an integer")
         peak = float(t.abs().max())
@@ -102,7 +165,10 @@ def check_range(t: Tensor, bound: float, what: str) -> Tensor:
     """
     if t.dtype != INTEGER_DTYPE:
         raise IntegerPathError(f"{what}: expected {INTEGER_DTYPE}, got {t.dtype}")
-    if t.numel():
+    guard = _deferred()
+    if guard is not None and t.numel():
+        guard.expect(what, "range", bound, t.abs().amax())
+    elif t.numel():
         peak = float(t.abs().max())
         if not peak <= bound:
             raise IntegerPathError(f"{what}: |value| {peak:.6g} exceeds the exact range {bound:.6g}")
@@ -113,7 +179,16 @@ def exact_product(t: Tensor, what: str) -> Tensor:
     """``t``, the result of a matmul of integers, after checking every value is an integer. This is where a kernel
     that is not exact on integers shows (float32 or TF32 accumulation, Winograd or FFT algorithms): as fractions the
     rescaling that follows would otherwise round away into plausible, wrong integers."""
-    if not torch.equal(t, torch.round(t)):  # NaN fails too
+    guard = _deferred()
+    if guard is not None:
+        if t.numel():
+            guard.expect(
+                f"{what} (a product of integers; the matmul kernel is not exact)",
+                "integral",
+                0.0,
+                (t - torch.round(t)).abs().amax(),
+            )
+    elif not torch.equal(t, torch.round(t)):  # NaN fails too
         raise IntegerPathError(f"{what}: a product of integers is not an integer (the matmul kernel is not exact)")
     return t
 
@@ -329,15 +404,19 @@ class IntegerLayerNorm:
             raise IntegerPathError(f"IntegerLayerNorm input: expected {INTEGER_DTYPE}, got {x.dtype}")
         n = x.shape[-1]
         blocks = x.reshape(groups, -1, n)
-        peaks = blocks.abs().amax((1, 2)).tolist() if x.numel() else [0.0] * groups
-        extras = [self._extra_bits(peak, n) for peak in peaks]
-        if len(set(extras)) == 1:  # the usual case: one set of constants, as Python numbers
-            four, eps, step = self._constants(extras[0])
+        guard = _deferred()
+        if guard is not None and x.numel():
+            four, eps, step = self._constants_on_device(blocks, guard)
         else:
-            per_block = [self._constants(extra) for extra in extras]
-            four, eps, step = (
-                torch.tensor(c, dtype=INTEGER_DTYPE, device=x.device).view(-1, 1, 1) for c in zip(*per_block)
-            )
+            peaks = blocks.abs().amax((1, 2)).tolist() if x.numel() else [0.0] * groups
+            extras = [self._extra_bits(peak, n) for peak in peaks]
+            if len(set(extras)) == 1:  # the usual case: one set of constants, as Python numbers
+                four, eps, step = self._constants(extras[0])
+            else:
+                per_block = [self._constants(extra) for extra in extras]
+                four, eps, step = (
+                    torch.tensor(c, dtype=INTEGER_DTYPE, device=x.device).view(-1, 1, 1) for c in zip(*per_block)
+                )
         d = blocks - floor_div(blocks.sum(-1, keepdim=True), n)
         variance = floor_div((d * d).sum(-1, keepdim=True), n)
         sigma = isqrt(variance * four + eps, nonnegative=True)  # at 2^-(frac + extra); >= 1
@@ -354,6 +433,27 @@ class IntegerLayerNorm:
         while extra > 0 and not 4.0**extra * (2 * peak) ** 2 < EXACT_LIMIT / 2:
             extra -= 1
         return extra
+
+    def _constants_on_device(self, blocks: Tensor, guard: DeferredGuard) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_extra_bits` and :meth:`_constants` per block without reading the peaks on the host (inside
+        :func:`deferred_checks`): the same comparisons on the same correctly rounded values, constants picked from
+        tables of the exact floats, the range error recorded with the guard. ``(groups, 1, 1)`` each."""
+        n = blocks.shape[-1]
+        two_peak = 2 * blocks.abs().amax((1, 2))
+        square = two_peak * two_peak  # (2 peak)², correctly rounded as Python's ** 2 is
+        guard.expect(f"IntegerLayerNorm: {n} values (n (2 max|x|)²)", "below", EXACT_LIMIT / 2, n * square.amax())
+        four, eps, step = self._constant_tables(blocks.device)
+        # 4^k (2 peak)² < 2^52 holds for every k below one that passes, so the count of passing k is the largest
+        extra = (square[:, None] * four[1:] < EXACT_LIMIT / 2).sum(1)
+        return tuple(t.index_select(0, extra).view(-1, 1, 1) for t in (four, eps, step))  # type: ignore[return-value]
+
+    def _constant_tables(self, device) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_constants` for every ``extra`` from 0 to :attr:`extra`, as tensors on ``device`` (cached)."""
+        cache = vars(self).setdefault("_tables", {})
+        if device not in cache:
+            rows = [self._constants(k) for k in range(self.extra + 1)]
+            cache[device] = tuple(torch.tensor(c, dtype=INTEGER_DTYPE, device=device) for c in zip(*rows))
+        return cache[device]
 
     def _constants(self, extra: int) -> tuple:
         """``(4^extra, max(ε, 1), 2^(frac + extra + 1))`` with ε on the variance's scale, exact floats."""

@@ -22,6 +22,7 @@ for a variable-rate model; the decoded latent goes back into the context on the 
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -37,6 +38,7 @@ from model_store.entropy.integer import (
     IntegerPrecision,
     check_integral,
     check_range,
+    deferred_checks,
     derived,
     exact_product,
     shift_down_,
@@ -88,6 +90,10 @@ class IntegerEntropyPath:
         #: a variable-rate model's per-code gains ``(levels, M)`` (float64) and first-layer biases ``(levels, E1)``
         #: (integers on the first layer's accumulator scale); row ``code - 1``
         self.knob_gains, self.knob_biases = knob_gains, knob_biases
+        #: Keep the guard's checks on the path's device and read them once per wavefront step, before the coder
+        #: sees that step's σ and μ (:func:`~model_store.entropy.integer.deferred_checks`). None: on any device
+        #: but a CPU, where a host read costs nothing and the deferred form only adds operations. Not stored.
+        self.defer_checks: Optional[bool] = None
         self._check_first_layer()
 
     # -- construction ------------------------------------------------------------------------------------------------
@@ -224,7 +230,8 @@ def code_latents_integer(
     order as one image alone: the integers do not depend on the company they are computed in).
 
     ``ys``: the encoder's latents ``(1, M, h, w)`` each (None when decoding); ``z_hats`` ``(1, N, zh, zw)`` each;
-    ``knobs``: a variable-rate model's code per image. Returns each image's ŷ ``(1, M, h, w)`` (float64).
+    ``knobs``: a variable-rate model's code per image. Returns each image's ŷ ``(1, M, h, w)`` (float64). The
+    guard's checks are read per operation or, deferred, once per step (:attr:`IntegerEntropyPath.defer_checks`).
     """
     c, h, w = y_shape
     frac = path.precision.frac
@@ -245,31 +252,35 @@ def code_latents_integer(
     padding = contexts[0].padding
     y_cols = None if ys is None else [y[0].flatten(1) for y in ys]
     y_hats = [torch.zeros(c, h * w, dtype=INTEGER_DTYPE) for _ in range(count)]  # the coders' side: CPU
-    for positions in steps:
-        p = positions.numel()
-        at = positions.to(device)
-        causal = torch.cat([ctx.gather(at) for ctx in contexts])
-        hyper_acc = torch.cat([hyper.rows(at) for hyper in hypers])
-        scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding, count))
-        scales, means = (scales_int * 0.5**frac).cpu(), (means_int * 0.5**frac).cpu()
-        parts = []
-        for b in range(count):
-            rows = slice(b * p, (b + 1) * p)
-            exact = None if y_cols is None else y_cols[b].index_select(1, positions).t().to(INTEGER_DTYPE)
-            a = gains[b]
-            if a is None:
-                part = coders[b].code(scales[rows], means[rows], exact)
-            else:
-                part = coders[b].code(scales[rows] * a, means[rows] * a, None if exact is None else exact * a) / a
-            y_hats[b].index_copy_(1, positions, part.t())
-            parts.append(part)
-        fixed = to_fixed(torch.cat(parts), frac).to(device)
-        check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
-        features = path.cam.token_features(fixed, count)
-        for b, ctx in enumerate(contexts):
-            ctx.write_features(at, features[b * p : (b + 1) * p])
-        for hyper in hypers:
-            hyper.release_above(int(positions.min()) // w)
+    defer = device.type != "cpu" if path.defer_checks is None else path.defer_checks
+    with deferred_checks() if defer else nullcontext() as guard:
+        for positions in steps:
+            p = positions.numel()
+            at = positions.to(device)
+            causal = torch.cat([ctx.gather(at) for ctx in contexts])
+            hyper_acc = torch.cat([hyper.rows(at) for hyper in hypers])
+            scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding, count))
+            if guard is not None:
+                guard.verify()
+            scales, means = (scales_int * 0.5**frac).cpu(), (means_int * 0.5**frac).cpu()
+            parts = []
+            for b in range(count):
+                rows = slice(b * p, (b + 1) * p)
+                exact = None if y_cols is None else y_cols[b].index_select(1, positions).t().to(INTEGER_DTYPE)
+                a = gains[b]
+                if a is None:
+                    part = coders[b].code(scales[rows], means[rows], exact)
+                else:
+                    part = coders[b].code(scales[rows] * a, means[rows] * a, None if exact is None else exact * a) / a
+                y_hats[b].index_copy_(1, positions, part.t())
+                parts.append(part)
+            fixed = to_fixed(torch.cat(parts), frac)
+            check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
+            features = path.cam.token_features(fixed.to(device), count)
+            for b, ctx in enumerate(contexts):
+                ctx.write_features(at, features[b * p : (b + 1) * p])
+            for hyper in hypers:
+                hyper.release_above(int(positions.min()) // w)
     return [y.reshape(1, c, h, w) for y in y_hats]
 
 
