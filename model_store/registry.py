@@ -292,11 +292,16 @@ def with_model_constants(model: torch.nn.Module, state: Dict[str, torch.Tensor])
 MODULATION_PREFIX = "synthesis_modulation."
 
 
+def lacks_stored_modulation(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``state`` holds a synthesis modulation that ``model`` has not got (yet)."""
+    return any(k.startswith(MODULATION_PREFIX) for k in state) and model._modules.get("synthesis_modulation") is None
+
+
 def with_optional_modules(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> LearnedImageCodec:
     """``model`` with the optional modules ``state`` holds weights for (its synthesis modulation), added as
     initialised so that loading ``state`` fills them. Why the file decides: the modules are optional per version,
     and a loader must build what the file was trained with, not what a preset says today."""
-    if any(k.startswith(MODULATION_PREFIX) for k in state) and model._modules.get("synthesis_modulation") is None:
+    if lacks_stored_modulation(model, state):
         model.add_synthesis_modulation()
     return model
 

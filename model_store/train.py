@@ -366,9 +366,9 @@ def load_weights_only(model: LearnedImageCodec, path: str, widen: Optional[str] 
         state = float_state(load_file(str(path)))
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    from model_store.registry import MODULATION_PREFIX, with_model_constants
+    from model_store.registry import lacks_stored_modulation, with_model_constants
 
-    if any(k.startswith(MODULATION_PREFIX) for k in state) and model._modules.get("synthesis_modulation") is None:
+    if lacks_stored_modulation(model, state):
         # the optimiser is built before this load: adding the module here would leave it untrained
         raise ValueError(f"{path} conditions g_s on the knob: train it with --synthesis-modulation")
     if widen:

@@ -182,11 +182,11 @@ class SynthesisModulation(nn.Module):
 
     Why: the gains put the latent on a finer or coarser grid and divide it back, so g_s gets ŷ on one scale at
     every rate, but with quantisation error whose size depends on the knob, and it cannot tell which: one synthesis
-    has to reconstruct a code-1 latent (steps 4.3x the reference λ's, at the gains' initial values) and a code-255 one
-    (3.5x finer) alike. The
-    per-λ files each have a g_s of their own. Conditioning g_s on the knob (as variable-rate codecs with
-    conditional transforms do) lets its features adapt per rate for a few thousand parameters and three
-    multiply-adds per pixel of a feature map; g_a stays knob-free, so rate control still analyses once per image.
+    has to reconstruct a code-1 latent (steps 4.3x the reference λ's, at the gains' initial values) and a code-255
+    one (3.5x finer) alike. The per-λ files each have a g_s of their own. Conditioning g_s on the knob (as
+    variable-rate codecs with conditional transforms do) lets its features adapt per rate for a few thousand
+    parameters and three multiply-adds per pixel of a feature map; g_a stays knob-free, so rate control still
+    analyses once per image.
     Both tables start at zero (scale 1, shift 0: exactly the unmodulated g_s), so a fine-tune from a file without
     them starts where that file was, and a file without them decodes as before (``registry.load_state``).
     """

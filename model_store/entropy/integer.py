@@ -413,10 +413,8 @@ class IntegerLayerNorm:
             if len(set(extras)) == 1:  # the usual case: one set of constants, as Python numbers
                 four, eps, step = self._constants(extras[0])
             else:
-                per_block = [self._constants(extra) for extra in extras]
-                four, eps, step = (
-                    torch.tensor(c, dtype=INTEGER_DTYPE, device=x.device).view(-1, 1, 1) for c in zip(*per_block)
-                )
+                index = torch.tensor(extras, device=x.device)
+                four, eps, step = (t.index_select(0, index).view(-1, 1, 1) for t in self._constant_tables(x.device))
         d = blocks - floor_div(blocks.sum(-1, keepdim=True), n)
         variance = floor_div((d * d).sum(-1, keepdim=True), n)
         sigma = isqrt(variance * four + eps, nonnegative=True)  # at 2^-(frac + extra); >= 1
