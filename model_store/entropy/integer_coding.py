@@ -248,8 +248,7 @@ def code_latents_integer(
     gains = [path.code_gain(k) for k in knobs]
     view = _ContextView(path.cam)
     ring = live_rows(steps, w, view.block_len)
-    contexts = [CausalContext(view, h, w, INTEGER_DTYPE, ring) for _ in range(count)]  # type: ignore[arg-type]
-    padding = contexts[0].padding
+    context = CausalContext(view, h, w, INTEGER_DTYPE, ring, images=count)  # type: ignore[arg-type]
     y_cols = None if ys is None else [y[0].flatten(1) for y in ys]
     y_hats = [torch.zeros(c, h * w, dtype=INTEGER_DTYPE) for _ in range(count)]  # the coders' side: CPU
     defer = device.type != "cpu" if path.defer_checks is None else path.defer_checks
@@ -257,9 +256,10 @@ def code_latents_integer(
         for positions in steps:
             p = positions.numel()
             at = positions.to(device)
-            causal = torch.cat([ctx.gather(at) for ctx in contexts])
             hyper_acc = torch.cat([hyper.rows(at) for hyper in hypers])
-            scales_int, means_int = path.parameters(hyper_acc, path.cam.attend(causal, padding, count))
+            scales_int, means_int = path.parameters(
+                hyper_acc, path.cam.attend(context.gather(at), context.padding, count)
+            )
             if guard is not None:
                 guard.verify()
             scales, means = (scales_int * 0.5**frac).cpu(), (means_int * 0.5**frac).cpu()
@@ -276,9 +276,7 @@ def code_latents_integer(
                 parts.append(part)
             fixed = to_fixed(torch.cat(parts), frac)
             check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
-            features = path.cam.token_features(fixed.to(device), count)
-            for b, ctx in enumerate(contexts):
-                ctx.write_features(at, features[b * p : (b + 1) * p])
+            context.write_features(at, path.cam.token_features(fixed.to(device), count))
             for hyper in hypers:
                 hyper.release_above(int(positions.min()) // w)
     return [y.reshape(1, c, h, w) for y in y_hats]

@@ -308,15 +308,30 @@ class CausalContext:
     ``live_rows`` rows (:func:`live_rows` of the schedule; all ``h`` rows when not given) under ``p`` rows of
     padding: latent row ``r`` sits in ring row ``r mod live_rows``, written when it is decoded, overwritten only
     once no later step can read it. Same values read, same results: only where they are stored changes.
+
+    ``images``: several same-sized images decoded in lockstep (the integer path's batches) share one state of
+    shape ``(images, slots, 4·M)``: a step's neighbour slots are the same for every image, so they are computed
+    once and one ``index_select`` / ``index_copy_`` serves the whole batch (one image at a time, that was two
+    small ops and a slot computation per image per step: ~1000 kernel launches a step at batch 64 on a GPU).
+    Rows come out and go in image-major, ``(images·P, ...)``, which is how the batched CAM call lays them out.
     """
 
-    def __init__(self, cam: CausalAttentionModule, h: int, w: int, dtype: torch.dtype, live_rows: Optional[int] = None):
+    def __init__(
+        self,
+        cam: CausalAttentionModule,
+        h: int,
+        w: int,
+        dtype: torch.dtype,
+        live_rows: Optional[int] = None,
+        images: int = 1,
+    ):
         self.cam = cam
         self.h, self.w = h, w
+        self.images = images
         self.ring = h if live_rows is None else max(1, min(h, live_rows))
         p = cam.block_len // 2
         self.padding = cam.padding_features(batch_invariant=True).to(dtype)
-        self.features = self.padding.expand((self.ring + p) * (w + 2 * p), -1).clone()
+        self.features = self.padding.expand(images, (self.ring + p) * (w + 2 * p), -1).clone()
         offsets = torch.tensor(cam.offsets, device=self.padding.device)  # the state lives where its features do
         self.d_row, self.d_col = offsets[:, 0], offsets[:, 1]
 
@@ -333,21 +348,21 @@ class CausalContext:
         return self.cam.attend(self.gather(positions), batch_invariant=True, padding=self.padding, project=project)
 
     def gather(self, positions: Tensor) -> Tensor:
-        """``(P, 12, 4 dim)``: the stored features of each position's causal neighbours (what ``attend`` reads;
-        a caller coding several images concatenates theirs into one ``attend`` call)."""
+        """``(images·P, 12, 4 dim)``: the stored features of each position's causal neighbours, image by image
+        (what one ``attend`` call over the whole batch reads)."""
         i, j = (positions // self.w).unsqueeze(1), (positions % self.w).unsqueeze(1)
         neighbours = self._slots(i + self.d_row, j + self.d_col)
-        rows = self.features.index_select(0, neighbours.reshape(-1))
-        return rows.reshape(positions.numel(), self.cam.num_causal, -1)
+        rows = self.features.index_select(1, neighbours.reshape(-1))
+        return rows.reshape(self.images * positions.numel(), self.cam.num_causal, -1)
 
     def write(self, positions: Tensor, y_hat: Tensor) -> None:
         """Store decoded latent vectors ``(P, dim)`` at flat ``positions``."""
         self.write_features(positions, self.cam.token_features(y_hat, True))
 
     def write_features(self, positions: Tensor, features: Tensor) -> None:
-        """Store the ``[x, q, k, v]`` features ``(P, 4 dim)`` of decoded latents at flat ``positions``."""
+        """Store the ``[x, q, k, v]`` features ``(images·P, 4 dim)`` of decoded latents at flat ``positions``."""
         slots = self._slots(positions // self.w, positions % self.w)
-        self.features.index_copy_(0, slots, features)
+        self.features.index_copy_(1, slots, features.reshape(self.images, positions.numel(), -1))
 
 
 def live_rows(schedule: Sequence[Tensor], w: int, block_len: int = 5) -> int:
