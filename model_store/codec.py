@@ -104,6 +104,7 @@ class ImageCodec:
         tile_grid: TileGrid = TileGrid(),
         tile_workers: Optional[int] = None,
         banded_hyper: bool = True,
+        latent_crc: bool = True,
     ):
         if format_version not in container.WRITABLE_VERSIONS:
             raise ValueError(
@@ -116,6 +117,9 @@ class ImageCodec:
         #: large images get the banded hyper layout (``container.FLAG_BANDED_HYPER``: bounded memory); off while a
         #: fleet still has decoders that predate the flag (they refuse such streams)
         self.banded_hyper = banded_hyper
+        #: integer-path streams fold the decoded latents into the coder CRC (``container.FLAG_LATENT_CRC``); off
+        #: while a fleet still has decoders that predate the flag
+        self.latent_crc = latent_crc
         #: the λ the weights were trained for: what encoder-side refinement (``effort``) optimises
         self.lmbda = lmbda
         self.batch_invariant = batch_invariant
@@ -261,7 +265,7 @@ class ImageCodec:
         knobs = [q if self.rate_knob is not None else None for q in qualities]
         latents = [y.reshape(1, *y.shape[-3:]) for y in ys]
         if self.canonical.batches_entropy_coding:
-            coded = self.canonical.compress_latents_and_reconstruct(latents, self.banded_hyper, knobs)
+            coded = self.canonical.compress_latents_and_reconstruct(latents, self.banded_hyper, knobs, self.latent_crc)
         else:
             coded = [
                 self.canonical.compress_latent_and_reconstruct(y, allow_banded=self.banded_hyper, knob=k)
@@ -283,7 +287,8 @@ class ImageCodec:
             payload_lengths=(len(payload.z_string), len(payload.y_string)),
             coder_crc=payload.index_crc,
             payload_crc=0,
-            flags=container.FLAG_BANDED_HYPER if payload.banded_hyper else 0,
+            flags=(container.FLAG_BANDED_HYPER if payload.banded_hyper else 0)
+            | (container.FLAG_LATENT_CRC if payload.latent_crc else 0),
         )
         return container.pack(header, [payload.z_string, payload.y_string], version=self.format_version)
 
@@ -378,6 +383,7 @@ class ImageCodec:
                     index_crc=header.coder_crc,
                     banded_hyper=header.banded_hyper,
                     knob=header.quality if self.rate_knob is not None else None,
+                    latent_crc=header.latent_crc,
                 )
             )
         groups: dict = {}

@@ -5,7 +5,8 @@ Format version 1 (all integers little-endian)::
     offset  size  field
     0       4     magic                 b"LICx"  (Learned Image Codec stream)
     4       1     format version        1
-    5       1     flags                 bit 0: banded hyper synthesis (see below); a decoder rejects unknown bits
+    5       1     flags                 bit 0: banded hyper synthesis, bit 1: latent CRC (see below); a decoder
+                                        rejects unknown bits
     6       2     header length         bytes from offset 0 up to and including the header CRC
     8       1     model-id length L     1..64
     9       L     model id              ASCII, e.g. "tic_plus-small"
@@ -51,6 +52,11 @@ it only when the hyper-latent spans more than one band (for smaller images both 
 leaving the bit clear keeps those streams readable by decoders that predate it); a decoder that does not know the
 bit refuses the stream instead of decoding it with different coder inputs.
 
+Bit 1, ``FLAG_LATENT_CRC``: the coder CRC covers every decoded latent value too, not only the scale indexes
+(:mod:`model_store.entropy.coding`, point 3). Encoders set it on the integer entropy path, where ŷ is the same
+integer on every machine; a decoder folds ŷ in exactly when the bit is set, so the streams written before it (bit
+clear) decode as they always did, and a decoder that predates the bit refuses a stream that has it.
+
 Why this layout: a decoder can reject a stream (wrong magic, newer version, damaged header, unknown model, other
 weights, too many pixels, inconsistent shapes) from the header alone, before it allocates a tensor or runs a
 network. The weights digest makes a stream from other weights a clear error instead of a garbage image, and the
@@ -77,7 +83,8 @@ DIGEST_SIZE = 32  # a full sha256 (version 1 stores it whole)
 DIGEST_PREFIX_SIZE = 8  # what version 2 stores
 MAX_MODEL_ID = 64
 FLAG_BANDED_HYPER = 0x01
-KNOWN_FLAGS = FLAG_BANDED_HYPER
+FLAG_LATENT_CRC = 0x02
+KNOWN_FLAGS = FLAG_BANDED_HYPER | FLAG_LATENT_CRC
 _FIXED_PREFIX = struct.Struct("<4sBBH")  # magic, version, flags, header length
 #: the smallest header each version can have (1-byte model id, every varint one byte)
 _MIN_HEADER = {
@@ -111,6 +118,10 @@ class StreamHeader:
     @property
     def banded_hyper(self) -> bool:
         return bool(self.flags & FLAG_BANDED_HYPER)
+
+    @property
+    def latent_crc(self) -> bool:
+        return bool(self.flags & FLAG_LATENT_CRC)
 
     @property
     def padded_size(self) -> Tuple[int, int]:

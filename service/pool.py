@@ -140,6 +140,7 @@ class ModelPool:
                     batch_invariant=self.settings.batch_invariant,
                     format_version=self.settings.stream_format_version,
                     banded_hyper=self.settings.banded_hyper,
+                    latent_crc=self.settings.latent_crc,
                     tile_workers=self.tile_workers,
                 )
                 image = warm_up_image(codec.pad_multiple)

@@ -181,6 +181,12 @@ class ServiceSettings(BaseSettings):
         "hyperprior (stream flag bit 0): bounded memory on large photos; false while a rollout still has decoders "
         "that predate the flag (they refuse such streams)",
     )
+    latent_crc: bool = Field(
+        default=True,
+        description="on the integer entropy path, fold the decoded latents into the stream's coder CRC (stream flag "
+        "bit 1): a decoder whose means drift is an error, not a slightly different image; false while a rollout "
+        "still has decoders that predate the flag (they refuse such streams)",
+    )
     batch_invariant: bool = Field(
         default=True,
         description="run the network one image at a time inside a batch so batched requests get byte-identical "

@@ -59,15 +59,19 @@ def tiny():
     return canon, y
 
 
-def test_the_band_flag_round_trips_and_unknown_flags_are_refused():
+def test_the_header_flags_round_trip_and_unknown_flags_are_refused():
     header = container.StreamHeader("erstc-small", bytes(32), 5, 64, 64, 0, 0, ((64, 1, 1), (96, 4, 4)), (0, 0), 7, 0)
     for version in container.WRITABLE_VERSIONS:
-        plain = container.pack(header, [b"z", b"y"], version=version)
+        plain = container.parse_header(container.pack(header, [b"z", b"y"], version=version))
+        assert not plain.banded_hyper and not plain.latent_crc
+        for flags in (container.FLAG_BANDED_HYPER, container.FLAG_LATENT_CRC):
+            flagged = container.parse_header(
+                container.pack(dataclasses.replace(header, flags=flags), [b"z", b"y"], version)
+            )
+            assert (flagged.banded_hyper, flagged.latent_crc) == (flags == 0x01, flags == 0x02)
         banded = container.pack(dataclasses.replace(header, flags=container.FLAG_BANDED_HYPER), [b"z", b"y"], version)
-        assert not container.parse_header(plain).banded_hyper
-        assert container.parse_header(banded).banded_hyper
         forged = bytearray(banded)
-        forged[5] |= 0x02
+        forged[5] |= 0x04
         with pytest.raises(BitstreamError, match="unknown header flags"):
             container.parse_header(bytes(forged))
     with pytest.raises(ValueError, match="unknown header flags"):

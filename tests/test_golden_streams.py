@@ -86,3 +86,14 @@ def test_the_golden_stream_script_reproduces_the_newest_committed_entry():
     case, stream, _ = script.make_case(entry, newest["format_version"])
     assert case == newest
     assert stream == (GOLDEN / newest["stream"]).read_bytes()
+
+
+def test_integer_path_streams_are_frozen_with_and_without_the_latent_crc():
+    """Streams written before ``FLAG_LATENT_CRC`` (the coder CRC over scale indexes only) and after it (over the
+    decoded latents too) must both keep decoding: one golden stream of each kind names an integer-path file."""
+    kinds = {
+        container.parse_header((GOLDEN / case["stream"]).read_bytes()).latent_crc
+        for case in CASES
+        if case["model"] == "erstc-small-vr"
+    }
+    assert kinds == {False, True}

@@ -20,6 +20,8 @@ from model_store.architectures.registry import create_model
 from model_store.codec import canonical_copy
 from model_store.entropy.integer import IntegerPathError
 from model_store.entropy.integer_coding import IntegerEntropyPath, has_integer_state
+from model_store.errors import CoderMismatchError
+from model_store.layers.cam import wavefront_schedule
 from model_store.registry import export_state, load_state
 
 CODES = (1, 9, 16)
@@ -210,3 +212,58 @@ def test_a_batch_mate_with_large_latents_does_not_change_an_image_s_stream(tiny,
     batched = encode(canon, [latents[0], large], [CODES[1], CODES[1]])
     assert batched[0].y_string == alone.y_string and batched[0].index_crc == alone.index_crc
     assert torch.equal(canon.decompress_latents([batched[0], batched[1]])[0], canon.decompress_latent(alone))
+
+
+def one_mean_off_at_the_last_step(state, latent):
+    """A decoder whose parameter net gives one mean one fixed-point step off, at the last wavefront step only (no
+    later step reads that latent, so every scale index stays the encoder's): the divergence the LayerNorm headroom
+    bug produced, in its quietest form."""
+    model = create_model("erstc", "tiny-vr", 1).eval()
+    load_state(model, state)
+    canon = canonical_copy(model)
+    path = canon.integer_entropy
+    h, w = latent.shape[-2:]
+    steps = len(wavefront_schedule(h, w, canon.context_prediction.block_len))
+    honest, calls = path.parameters, []
+
+    def parameters(hyper_acc, context):
+        scales, means = honest(hyper_acc, context)
+        calls.append(1)
+        if len(calls) % steps == 0:  # each decode's last step
+            means = means.clone()
+            means[-1, 0] += 1
+        return scales, means
+
+    path.parameters = parameters
+    return canon
+
+
+def test_the_coder_crc_covers_the_decoded_latents_so_a_diverging_mean_is_an_error(tiny, latents):
+    """The coder CRC used to cover the scale indexes only: a decoder whose means drift (here by one fixed-point step
+    where no later index depends on it) returned a different ŷ without a word. Integer-path streams now fold every
+    decoded latent into the CRC too (``container.FLAG_LATENT_CRC``), so the same drift is a CoderMismatchError.
+    Streams written without the flag (every stream before it) decode exactly as before."""
+    state, canon = tiny
+    payload, y_hat = canon.compress_latents_and_reconstruct([latents[0]], knobs=[CODES[1]])[0]
+    assert payload.latent_crc and torch.equal(canon.decompress_latent(payload), y_hat)
+    with pytest.raises(CoderMismatchError, match="differ from the encoder's"):
+        one_mean_off_at_the_last_step(state, latents[0]).decompress_latent(payload)
+
+    # what encoders wrote before the flag, and what LIC_LATENT_CRC=false writes while a fleet has such decoders
+    legacy, legacy_y_hat = canon.compress_latents_and_reconstruct([latents[0]], knobs=[CODES[1]], latent_crc=False)[0]
+    assert not legacy.latent_crc and legacy.y_string == payload.y_string and legacy.index_crc != payload.index_crc
+    assert torch.equal(canon.decompress_latent(legacy), y_hat) and torch.equal(legacy_y_hat, y_hat)
+    drifted = one_mean_off_at_the_last_step(state, latents[0]).decompress_latent(legacy)  # what the flag closes
+    assert (drifted != y_hat).sum() == 1
+
+
+def test_a_stream_that_covers_latents_is_refused_by_a_model_coding_without_the_integer_path(tiny, latents):
+    """The float64 path cannot promise the fixed-point ŷ the CRC covers: a clear refusal, not a CRC mismatch."""
+    state, canon = tiny
+    payload = encode(canon, latents[:1], [CODES[0]])[0]
+    model = create_model("erstc", "tiny-vr", 1).eval()
+    load_state(model, state)
+    float_path = canonical_copy(model)
+    float_path.integer_entropy = None
+    with pytest.raises(ValueError, match="covers the integer entropy path's latents"):
+        float_path.decompress_latent(payload)

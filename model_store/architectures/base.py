@@ -58,6 +58,7 @@ class LatentPayload:
     index_crc: int  # CRC32 of every scale index in coding order (see entropy.coding)
     banded_hyper: bool = False  # the hyperprior was computed in bands (container.FLAG_BANDED_HYPER)
     knob: Optional[int] = None  # a variable-rate model's knob code (the header's quality); None for per-λ models
+    latent_crc: bool = False  # index_crc covers the decoded latents too (container.FLAG_LATENT_CRC)
 
 
 class LearnedImageCodec(CompressionModel):
@@ -210,6 +211,12 @@ class LearnedImageCodec(CompressionModel):
         architectures without it code every size whole, so a stream flagged banded is not theirs."""
         return False
 
+    @property
+    def exact_latents(self) -> bool:
+        """Whether ŷ comes out as the same integers (on a fixed-point grid) on every machine: then its streams'
+        coder CRC covers the latents too (``container.FLAG_LATENT_CRC``). Only the integer entropy path does."""
+        return False
+
     def hyper_analysis_tiled(self, y: Tensor) -> Tensor:
         """h_a over tiles of the latent, in the canonical dtype, for the encoder.
 
@@ -279,10 +286,16 @@ class LearnedImageCodec(CompressionModel):
         return self.compress_latents_and_reconstruct([y], allow_banded, [knob])[0]
 
     def compress_latents_and_reconstruct(
-        self, ys: Sequence[Tensor], allow_banded: bool = True, knobs: Optional[Sequence[Optional[int]]] = None
+        self,
+        ys: Sequence[Tensor],
+        allow_banded: bool = True,
+        knobs: Optional[Sequence[Optional[int]]] = None,
+        latent_crc: bool = True,
     ) -> List[Tuple[LatentPayload, Tensor]]:
         """:meth:`compress_latent_and_reconstruct` of several same-shaped latents ``(1, C, H, W)`` in one coding
-        loop (:meth:`code_latents`); each payload is the one that image alone gets."""
+        loop (:meth:`code_latents`); each payload is the one that image alone gets. ``latent_crc=False`` leaves the
+        decoded latents out of the coder CRC even where they are exact (streams that decoders predating
+        ``FLAG_LATENT_CRC`` read)."""
         if not ys:
             return []
         shapes = {tuple(y.shape) for y in ys}
@@ -296,7 +309,8 @@ class LearnedImageCodec(CompressionModel):
             z_strings.append(self.entropy_bottleneck.compress(z)[0])
             z_hats.append(self.entropy_bottleneck.decompress([z_strings[-1]], z.shape[-2:]))
             del z
-        encoders = [GaussianSymbolEncoder(self.gaussian_conditional) for _ in ys]
+        exact = latent_crc and self.exact_latents
+        encoders = [GaussianSymbolEncoder(self.gaussian_conditional, cover_latents=exact) for _ in ys]
         y_shape: Shape = tuple(ys[0].shape[1:])  # type: ignore[assignment]
         banded = allow_banded and self.hyper_bands_needed(*z_hats[0].shape[-2:])
         y_hats = self.code_latents(ys, z_hats, encoders, y_shape, banded=banded, knobs=knobs)
@@ -310,6 +324,7 @@ class LearnedImageCodec(CompressionModel):
                     index_crc=encoder.index_crc,
                     banded_hyper=banded,
                     knob=knob,
+                    latent_crc=exact,
                 ),
                 y_hat,
             )
@@ -332,14 +347,17 @@ class LearnedImageCodec(CompressionModel):
         knobs = [self.check_knob(p.knob) for p in payloads]
         if first.banded_hyper and not self.hyper_bands_needed(*first.z_shape[1:]):
             raise ValueError("the stream is flagged banded-hyper, which this model does not use at this size")
+        if any(p.latent_crc for p in payloads) and not self.exact_latents:
+            raise ValueError(
+                "the stream's coder CRC covers the integer entropy path's latents, and this model codes without it"
+            )
         z_hats, decoders = [], []
         for payload in payloads:
             z_string = guard_padded(payload.z_string, payload.z_shape)
             z_hat = self.entropy_bottleneck.decompress([z_string], payload.z_shape[1:])
             z_hats.append(z_hat.to(CANONICAL_DTYPE))
-            decoders.append(
-                GaussianSymbolDecoder(self.gaussian_conditional, guard_padded(payload.y_string, payload.y_shape))
-            )
+            y_string = guard_padded(payload.y_string, payload.y_shape)
+            decoders.append(GaussianSymbolDecoder(self.gaussian_conditional, y_string, payload.latent_crc))
         y_hats = self.code_latents(None, z_hats, decoders, first.y_shape, banded=first.banded_hyper, knobs=knobs)
         for decoder, payload in zip(decoders, payloads):
             decoder.verify(payload.index_crc)

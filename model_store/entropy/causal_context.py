@@ -160,6 +160,10 @@ class CausalContextCoding:
         """Whether a hyper-latent of this size codes differently in the banded layout (:mod:`..hyper_bands`)."""
         return needs_bands(self, z_height, z_width)
 
+    @property
+    def exact_latents(self) -> bool:
+        return self.integer_entropy is not None
+
     @torch.no_grad()
     def code_latent_in_order(
         self,

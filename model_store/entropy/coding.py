@@ -14,6 +14,12 @@ desynchronises the stream and the image becomes garbage. We design that out in t
    step, so context models see identical inputs on both sides by construction.
 3. Both sides fold every scale index into a CRC32. The encoder stores it in the container; the decoder compares
    after decoding and raises :class:`~model_store.errors.CoderMismatchError` instead of returning garbage.
+   Scale indexes alone miss a divergence in the *means* (the symbols decode fine, ŷ = symbol + μ comes out
+   slightly off, and so does every pixel). Where ŷ is exact on every machine (the integer entropy path), coders
+   made with ``cover_latents`` also fold each decoded latent, on its fixed-point grid, into the same CRC
+   (:meth:`GaussianSymbolEncoder.fold_latents`; the stream says so with ``container.FLAG_LATENT_CRC``). The
+   float64 path leaves them out: its means may differ in the last bit between machines, which moves no symbol
+   and no pixel, and must not fail a decode.
 
 Symbol convention (same as CompressAI): ``symbol = round(y - mean)``, ``y_hat = symbol + mean``; values outside
 a CDF's support are escape-coded by the rANS coder itself.
@@ -79,6 +85,26 @@ def _crc_indexes(crc: int, indexes: Tensor) -> int:
     return zlib.crc32(np.ascontiguousarray(indexes.reshape(-1).numpy(), dtype="<i4").tobytes(), crc)
 
 
+def _crc_latents(crc: int, fixed: Tensor) -> int:
+    """Fold integer-valued latents (float64 on a fixed-point grid, ``|v| < 2^53``) in as little-endian int64."""
+    return zlib.crc32(np.ascontiguousarray(fixed.detach().cpu().reshape(-1).numpy(), dtype="<i8").tobytes(), crc)
+
+
+class _CoderCheck:
+    """The running coder CRC both coders keep: every scale index, and with ``cover_latents`` every decoded latent
+    too (see the module docstring, point 3)."""
+
+    def __init__(self, cover_latents: bool):
+        self.cover_latents = cover_latents
+        self.index_crc = 0
+
+    def fold_latents(self, fixed: Tensor) -> None:
+        """Fold one group's decoded latents, as exact integers (the integer path's fixed-point ŷ), in coding order;
+        a no-op for a coder whose stream does not cover them."""
+        if self.cover_latents:
+            self.index_crc = _crc_latents(self.index_crc, fixed)
+
+
 class GaussianSymbolCoder(Protocol):
     """What an architecture's ``code_latent`` loop talks to; see the module docstring."""
 
@@ -90,11 +116,15 @@ class GaussianSymbolCoder(Protocol):
         """
         ...
 
+    def fold_latents(self, fixed: Tensor) -> None:
+        """Fold a group's decoded latents (exact integers) into the coder CRC when the stream covers them."""
+        ...
+
     @property
     def is_encoder(self) -> bool: ...
 
 
-class GaussianSymbolEncoder:
+class GaussianSymbolEncoder(_CoderCheck):
     """Collects groups in coding order and flushes them as one rANS string.
 
     Symbols and indexes are buffered in Python lists and handed to the rANS coder in batches of at least
@@ -106,13 +136,13 @@ class GaussianSymbolEncoder:
 
     is_encoder = True
 
-    def __init__(self, gaussian: GaussianConditional, batch_symbols: int = 1 << 20):
+    def __init__(self, gaussian: GaussianConditional, batch_symbols: int = 1 << 20, cover_latents: bool = False):
+        super().__init__(cover_latents)
         self._tables = _CdfTables(gaussian)
         self._rans = BufferedRansEncoder()
         self._batch_symbols = batch_symbols
         self._symbols: List[int] = []
         self._indexes: List[int] = []
-        self.index_crc = 0
         self.symbol_count = 0
 
     def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor]) -> Tensor:
@@ -144,16 +174,16 @@ class GaussianSymbolEncoder:
         return self._rans.flush()
 
 
-class GaussianSymbolDecoder:
+class GaussianSymbolDecoder(_CoderCheck):
     """Reads groups back from one rANS string in the order the encoder wrote them."""
 
     is_encoder = False
 
-    def __init__(self, gaussian: GaussianConditional, data: bytes):
+    def __init__(self, gaussian: GaussianConditional, data: bytes, cover_latents: bool = False):
+        super().__init__(cover_latents)
         self._tables = _CdfTables(gaussian)
         self._rans = RansDecoder()
         self._rans.set_stream(data)
-        self.index_crc = 0
 
     def code(self, scales: Tensor, means: Optional[Tensor], y: Optional[Tensor] = None) -> Tensor:
         cancellation.check()
@@ -176,6 +206,6 @@ class GaussianSymbolDecoder:
         """Fail loudly if this side derived different coder inputs than the encoder."""
         if self.index_crc != expected_crc:
             raise CoderMismatchError(
-                "entropy-coder inputs differ from the encoder's (scale-index CRC "
+                "entropy-coder inputs differ from the encoder's (coder CRC "
                 f"{self.index_crc:08x} != {expected_crc:08x}); the stream cannot be decoded faithfully here"
             )

@@ -276,6 +276,8 @@ def code_latents_integer(
                 parts.append(part)
             fixed = to_fixed(torch.cat(parts), frac)
             check_integral(fixed, ACTIVATION_BOUND, "decoded latent")
+            for b in range(count):
+                coders[b].fold_latents(fixed[b * p : (b + 1) * p])
             context.write_features(at, path.cam.token_features(fixed.to(device), count))
             for hyper in hypers:
                 hyper.release_above(int(positions.min()) // w)
