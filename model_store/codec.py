@@ -29,7 +29,14 @@ from torch import Tensor
 from model_store import cancellation, container, heap, metrics
 from model_store.architectures.base import LatentPayload, LearnedImageCodec
 from model_store.entropy.coding import CANONICAL_DTYPE
-from model_store.errors import BitstreamError, ImageInputError, UnknownModelError, WeightsMismatchError
+from model_store.entropy.integer import IntegerPathError
+from model_store.errors import (
+    BitstreamError,
+    ImageInputError,
+    UncodableLatentError,
+    UnknownModelError,
+    WeightsMismatchError,
+)
 from model_store.image_io import ImageLimits, check_dimensions
 from model_store.refine import RefineConfig, effort_config, refine_latent
 from model_store.tiling import TileGrid, apply_tiled, default_workers
@@ -318,7 +325,12 @@ class ImageCodec:
         x = pad_to_multiple(image_to_tensor(image)[None].to(self.device), self.pad_multiple)
         knob = quality if self.rate_knob is not None else None
         latent = refine_latent(self.model, x, y, h, w, self.lambda_of(quality), config, knob=knob)
-        searched = self.encode_latent(latent.cpu(), h, w, quality)
+        try:
+            searched = self.encode_latent(latent.cpu(), h, w, quality)
+        except (IntegerPathError, UncodableLatentError):
+            # a search that ran away (latents far outside anything g_a makes) leaves the integer path's exact
+            # range or the coder's symbol range: that candidate cannot be coded, the analysis latent's stream can
+            return plain
         return min((plain, searched), key=lambda stream: self.rd_cost(image, stream))
 
     def rd_cost(self, image: np.ndarray, stream: bytes, decoded: Optional[np.ndarray] = None) -> float:
