@@ -7,6 +7,7 @@ thread count, the same pixels in a fresh process, and typed errors for damaged s
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -165,5 +166,11 @@ def test_cli_compress_without_quality_uses_the_registrys_default_quality(tmp_pat
     source, stream = tmp_path / "in.png", tmp_path / "out.bin"
     source.write_bytes(encode_image(natural_image(48, 64, seed=5), "PNG"))
     assert main(["compress", str(source), str(stream)]) == 0
-    default = registry.default_quality(registry.shipped_models()[registry.default_model()])
-    assert container.parse_header(stream.read_bytes()).quality == default == registry.DEFAULT_QUALITY
+    quality = container.parse_header(stream.read_bytes()).quality
+    assert quality == registry.model_default_quality()  # what POST /compress without a quality uses too
+    knob = registry.resolve(None, quality).rate_knob
+    if knob is None:
+        assert quality == registry.DEFAULT_QUALITY
+    else:  # a variable-rate default: the knob's code at the λ of the ladder's default quality, to one code's step
+        step = math.log(knob.lambda_high / knob.lambda_low) / (knob.levels - 1)
+        assert abs(math.log(knob.code_lambda(quality) / knob.default_lambda)) <= step / 2
