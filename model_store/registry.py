@@ -13,9 +13,11 @@ A model id is ``<arch>-<preset>`` (e.g. ``stf-small``). The sha256 in the manife
 loaded and is written into every bitstream header, so a stream made with other weights is refused by name.
 
 A variable-rate model (a preset with a ``rate_knob``) ships one file; its manifest says ``"variable_rate":
-{"levels": N}`` and lists under ``qualities`` the codes its release measured (all naming that file). Every code
-``1..N`` resolves to the file; :func:`shipped_models` reports the listed ones (what evaluation and the ladder of
-served qualities use).
+{"levels": N}`` (plus ``"code_span": [low, high]`` where the file spreads its codes over another span of the
+knob's positions than 0..1, :attr:`RateKnob.code_span`; the file stores the same span under :data:`CODE_SPAN_KEY`,
+and a loader refuses the pair if they differ) and lists under ``qualities`` the codes its release measured (all
+naming that file). Every code ``1..N`` resolves to the file; :func:`shipped_models` reports the listed ones (what
+evaluation and the ladder of served qualities use).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class WeightsEntry:
     retired: Optional[dict] = field(default=None, compare=False, hash=False)
     #: False for a variable-rate model's codes its manifest does not list (resolvable, not reported as shipped)
     listed: bool = field(default=True, compare=False, hash=False)
+    #: A variable-rate file's code span (manifest ``variable_rate.code_span``; None: the knob's default, 0..1)
+    code_span: Optional[tuple] = field(default=None, compare=False, hash=False)
 
     @property
     def digest(self) -> bytes:
@@ -72,8 +76,9 @@ class WeightsEntry:
 
     @property
     def rate_knob(self) -> Optional[RateKnob]:
-        """The quality knob of a variable-rate model's weights (None for a per-λ file)."""
-        return get_preset(self.arch, self.preset).rate_knob
+        """The quality knob of a variable-rate model's weights, with their code span (None for a per-λ file)."""
+        knob = get_preset(self.arch, self.preset).rate_knob
+        return knob.with_code_span(self.code_span) if knob is not None and self.code_span is not None else knob
 
     def serves(self, model_id: str, quality: int) -> bool:
         """Whether these weights decode a stream whose header names ``(model_id, quality)``: the same model at this
@@ -108,6 +113,10 @@ def weights_path(version_dir: Path, item: dict) -> Path:
 
 
 def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
+    variable = manifest.get("variable_rate")
+    span = variable.get("code_span") if variable else None
+    span = tuple(float(v) for v in span) if span is not None else None
+
     def entry(quality: int, item: dict, lmbda: float, listed: bool = True) -> WeightsEntry:
         return WeightsEntry(
             model_id=manifest["model"],
@@ -121,17 +130,17 @@ def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
             rd=dict(item.get("rd") or {}) if listed else {},
             retired=item.get("retired"),
             listed=listed,
+            code_span=span,
         )
 
     listed = {int(q): entry(int(q), item, float(item["lambda"])) for q, item in manifest["qualities"].items()}
-    variable = manifest.get("variable_rate")
     if not variable or not listed:
         return listed
     files = {(e.path, e.sha256) for e in listed.values()}
     if len(files) != 1:
         raise WeightsFileError(f"{manifest['model']} {manifest['version']}: a variable-rate model ships one file")
     item = next(iter(manifest["qualities"].values()))
-    knob = get_preset(manifest["arch"], manifest["preset"]).rate_knob
+    knob = next(iter(listed.values())).rate_knob
     if knob is None or int(variable["levels"]) != knob.levels:
         raise WeightsFileError(f"{manifest['model']} {manifest['version']}: the preset has no knob of that scale")
     every = {code: entry(code, item, knob.code_lambda(code), listed=False) for code in knob.codes}
@@ -267,6 +276,11 @@ def load_model(entry: WeightsEntry) -> LearnedImageCodec:
         )
     model = create_model(entry.arch, entry.preset, entry.quality)
     load_state(model, load_file(str(entry.path)))
+    if model.rate_knob != entry.rate_knob:
+        raise WeightsFileError(
+            f"{entry.model_id} {entry.version}: the file spreads its knob codes over "
+            f"{model.rate_knob.code_span}, the manifest says {entry.rate_knob.code_span}"
+        )
     return model.eval()
 
 
@@ -306,15 +320,31 @@ def with_optional_modules(model: LearnedImageCodec, state: Dict[str, torch.Tenso
     return model
 
 
+#: A variable-rate file's :attr:`RateKnob.code_span` (float64 ``[low, high]``), stored only where it is not the
+#: default 0..1, so every file exported before it existed means what it meant.
+CODE_SPAN_KEY = "rate_knob.code_span"
+
+
 def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None:
     """Load a stored state (fp16 parameters become float32; CDF tables stay as stored, never recomputed); a file
     with an integer entropy path gets it exactly as stored (:mod:`model_store.entropy.integer_coding`), one with a
-    synthesis modulation gets that module (:func:`with_optional_modules`)."""
+    synthesis modulation gets that module (:func:`with_optional_modules`), one with a code span gets it
+    (:data:`CODE_SPAN_KEY`; the integer path's stored per-code gains must agree with it)."""
     integer = {k: v for k, v in state.items() if k.startswith(INTEGER_STATE_PREFIX)}
-    state = {k: v for k, v in state.items() if k not in integer}
+    span = state.get(CODE_SPAN_KEY)
+    state = {k: v for k, v in state.items() if k not in integer and k != CODE_SPAN_KEY}
+    if span is not None:
+        if model.rate_knob is None or span.shape != (2,):
+            raise WeightsFileError(f"a code span {span.tolist()} for a model without a knob of that kind")
+        model.use_code_span(span.double().tolist())
     with_optional_modules(model, state)
     model.load_state_dict(with_model_constants(model, float_state(state)))
     model.integer_entropy = IntegerEntropyPath.from_state(model, integer) if integer else None
+    if model.integer_entropy is not None:
+        try:
+            model.integer_entropy.check_knob(model)
+        except ValueError as e:
+            raise WeightsFileError(str(e)) from None
 
 
 def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:
@@ -342,6 +372,9 @@ def export_state(model: LearnedImageCodec) -> Dict[str, torch.Tensor]:
             out[k] = v.float()
         else:
             out[k] = v.to(torch.int32)
+    knob = model.rate_knob
+    if knob is not None and knob.code_span != RateKnob.code_span:
+        out[CODE_SPAN_KEY] = torch.tensor(knob.code_span, dtype=torch.float64)
     return out
 
 
@@ -385,17 +418,21 @@ def write_model_version(
     recipe: Optional[dict] = None,
     rd_points: Optional[Dict[int, dict]] = None,
     reused: Optional[Dict[int, str]] = None,
+    code_span: Optional[tuple] = None,
 ) -> Path:
     """Export ``quality -> model`` as ``<root>/<arch>-<preset>/<version>/`` with fp16 files and a manifest.
 
     ``reused`` lists qualities taken unchanged from an earlier installed version (``quality -> that version``):
-    the manifest points at their files (``stored_in``) instead of writing copies.
+    the manifest points at their files (``stored_in``) instead of writing copies. ``code_span``: a variable-rate
+    version's :attr:`RateKnob.code_span` (None: the preset's).
     """
     model_id = f"{arch}-{preset}"
     folder = root / model_id / version
     knob = get_preset(arch, preset).rate_knob
     if knob is not None:
-        return _write_variable_rate_version(models, arch, preset, version, root, recipe, rd_points, reused)
+        return _write_variable_rate_version(models, arch, preset, version, root, recipe, rd_points, reused, code_span)
+    if code_span is not None:
+        raise ValueError(f"{model_id} is a per-λ preset: it has no knob codes to spread")
     qualities = {}
     for quality, old_version in sorted((reused or {}).items()):
         if quality in models:
@@ -459,8 +496,10 @@ def _write_variable_rate_version(
     recipe: Optional[dict],
     rd_points: Optional[Dict[int, dict]],
     reused: Optional[Dict[int, str]],
+    code_span: Optional[tuple] = None,
 ) -> Path:
-    """A variable-rate model's version: one file, the manifest listing ``models``' codes (the measured ones)."""
+    """A variable-rate model's version: one file, the manifest listing ``models``' codes (the measured ones), the
+    codes spread over ``code_span`` (None: the preset's :attr:`~Preset.served_code_span`, else 0..1)."""
     if reused:
         raise ValueError("a variable-rate version ships its one file; it cannot reuse per-quality files")
     if not models:
@@ -472,6 +511,9 @@ def _write_variable_rate_version(
             raise ValueError("a variable-rate version ships one file: every listed code must name the same weights")
     model_id = f"{arch}-{preset}"
     folder = root / model_id / version
+    span = code_span if code_span is not None else get_preset(arch, preset).served_code_span
+    for model in models.values():
+        model.use_code_span(span or RateKnob.code_span)
     knob = first.rate_knob
     digest = save_weights(first, folder / VARIABLE_RATE_FILE, metadata={"model": model_id, "levels": str(knob.levels)})
     size = (folder / VARIABLE_RATE_FILE).stat().st_size
@@ -486,5 +528,8 @@ def _write_variable_rate_version(
         for code in sorted(models)
     }
     manifest = {"model": model_id, "arch": arch, "preset": preset, "version": version, "qualities": qualities}
-    manifest.update(variable_rate={"levels": knob.levels}, recipe=recipe or {})
+    variable: dict = {"levels": knob.levels}
+    if knob.code_span != RateKnob.code_span:
+        variable["code_span"] = list(knob.code_span)
+    manifest.update(variable_rate=variable, recipe=recipe or {})
     return _write_manifest(folder, manifest)

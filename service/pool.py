@@ -309,4 +309,6 @@ def _knob_info(knob: Optional[RateKnob]) -> Optional[dict]:
     """A variable-rate model's scale as ``GET /v1/models`` describes it (None for a per-λ model)."""
     if knob is None:
         return None
-    return {"levels": knob.levels, "lambda_low": knob.lambda_low, "lambda_high": knob.lambda_high}
+    # the λ its codes 1 and `levels` stand for: a weights version may spread its codes over part of the trained
+    # scale's margin (RateKnob.code_span), so these are not the scale's lambda_low / lambda_high
+    return {"levels": knob.levels, "lambda_low": knob.code_lambda(1), "lambda_high": knob.code_lambda(knob.levels)}

@@ -172,5 +172,5 @@ def test_cli_compress_without_quality_uses_the_registrys_default_quality(tmp_pat
     if knob is None:
         assert quality == registry.DEFAULT_QUALITY
     else:  # a variable-rate default: the knob's code at the λ of the ladder's default quality, to one code's step
-        step = math.log(knob.lambda_high / knob.lambda_low) / (knob.levels - 1)
+        step = math.log(knob.code_lambda(2) / knob.code_lambda(1))  # one code's step, whatever its span
         assert abs(math.log(knob.code_lambda(quality) / knob.default_lambda)) <= step / 2

@@ -142,6 +142,19 @@ class LearnedImageCodec(CompressionModel):
         table = self._modules.get("knob_table")
         return None if table is None else table.knob
 
+    def use_code_span(self, span) -> None:
+        """Spread the knob's codes over ``span`` (:attr:`RateKnob.code_span`): what a weights file that stores a
+        span needs before it codes (``registry.load_state``), and what an export to such a span sets first. The
+        learned tables are anchored on positions, not codes, so only the code -> position map changes."""
+        knob = self.rate_knob
+        if knob is None:
+            raise ValueError(f"{type(self).__name__} is a per-λ model: it has no knob codes to spread")
+        knob = knob.with_code_span(span)
+        for name in ("knob_table", "synthesis_modulation"):
+            module = self._modules.get(name)
+            if module is not None:
+                module.knob = knob
+
     def check_knob(self, knob):
         """``knob`` as this model takes it: None for a per-λ model; for a variable-rate one a code of its scale (an
         int) or positions (a tensor, training). Anything else is a ValueError, never a silently ignored knob."""

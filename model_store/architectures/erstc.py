@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from compressai.models.utils import conv, deconv
@@ -96,6 +96,7 @@ __all__ = [
     "ERSTC_PAPER_LOW",
     "ERSTC_SMALL",
     "ERSTC_SMALL_KNOB",
+    "ERSTC_SMALL_VR_CODE_SPAN",
     "ERSTC_SMALL_LAMBDAS",
     "ERSTC_TINY",
     "ERSTC_WIDE",
@@ -117,6 +118,11 @@ ERSTC_SMALL_KNOB = RateKnob(
     reference_lambda=ERSTC_SMALL_LAMBDAS[6],
     default_lambda=ERSTC_SMALL_LAMBDAS[3],  # registry.DEFAULT_QUALITY's
 )
+#: Where erstc-small-vr's exports put codes 1 .. 255 on that scale (from v6, issue #27): code 1 at the bottom of
+#: what training draws (λ 0.00093, ~0.10 bpp on the validation photos where position 0 made 0.14), the top code at
+#: the ladder's top. Measured on session 28's weights (estimate, 10 validation photos): 0.095 bpp / 29.28 dB at
+#: -0.1, 0.131 / 30.55 at 0; the per-λ q1 makes 0.111 / 29.59 (real streams).
+ERSTC_SMALL_VR_CODE_SPAN = (-0.1, 1.0)
 #: λ of ``λ·(1 - MS-SSIM) + bpp`` per MS-SSIM quality.
 ERSTC_MSSSIM_LAMBDAS: Dict[int, float] = {1: 6.0, 2: 12.0, 3: 40.0, 4: 80.0, 5: 120.0}
 #: Qualities that use the low-rate widths (N = 128, M = 192); the others use 192/320.
@@ -362,9 +368,17 @@ register(
 )
 
 
-def _variable_rate(name: str, cfg: ERSTCConfig, knob: RateKnob, description: str, departures: str) -> Preset:
+def _variable_rate(
+    name: str,
+    cfg: ERSTCConfig,
+    knob: RateKnob,
+    description: str,
+    departures: str,
+    served_code_span: Optional[Tuple[float, float]] = None,
+) -> Preset:
     """A variable-rate preset: one model for every code of ``knob`` (its qualities are the codes), exported with
-    an integer entropy path (issue #29: its streams decode on any device, and batches share each coding step)."""
+    an integer entropy path (issue #29: its streams decode on any device, and batches share each coding step) and
+    its codes over ``served_code_span``."""
     return Preset(
         arch="erstc",
         name=name,
@@ -374,6 +388,7 @@ def _variable_rate(name: str, cfg: ERSTCConfig, knob: RateKnob, description: str
         departures=departures,
         extra=_extra(),
         rate_knob=knob,
+        served_code_span=served_code_span,
         integer_entropy=IntegerPrecision(),
     )
 
@@ -386,6 +401,7 @@ register(
         "variable-rate erstc-small: one model, quality knob 1-255 over the small ladder's λ range",
         "as erstc-small, plus per-channel latent gains and a parameter-net bias per knob position "
         "(QVRF-style, model_store.architectures.variable_rate)",
+        served_code_span=ERSTC_SMALL_VR_CODE_SPAN,
     )
 )
 register(

@@ -46,6 +46,9 @@ class Preset:
     departures: str = ""  # how a small preset departs from the paper (goes to the model card)
     extra: Mapping[str, object] = field(default_factory=dict)
     rate_knob: Optional[RateKnob] = None
+    #: Where a new export of this variable-rate preset spreads its codes (:attr:`RateKnob.code_span`; the file
+    #: stores it, so files exported before keep theirs). None: the knob's own, positions 0..1.
+    served_code_span: Optional[Tuple[float, float]] = None
     #: Files exported from this preset carry an integer entropy path of this precision (issue #29,
     #: :mod:`model_store.entropy.integer_coding`) and are coded on it; None: the float64 path.
     integer_entropy: Optional[IntegerPrecision] = None

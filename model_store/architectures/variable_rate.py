@@ -8,7 +8,8 @@ Fine-tuning with λ drawn per crop teaches the transforms to work across the ran
 
 * the knob is an **integer code** ``1 .. levels`` (the stream header's quality byte, so a stream names its rate
   point exactly and decoding stays bit-exact); code ``k`` sits at position ``(k - 1) / (levels - 1)`` of a
-  log-λ scale from ``lambda_low`` to ``lambda_high`` (:class:`RateKnob`);
+  log-λ scale from ``lambda_low`` (position 0) to ``lambda_high`` (position 1) (:class:`RateKnob`), or, for
+  weights that say so, evenly over another span of the positions training covered (:attr:`RateKnob.code_span`);
 * ``a`` is **per latent channel** and a smooth function of the position: learned log-gains at ``anchors`` points
   spaced evenly over the training range, linearly interpolated between them (:class:`KnobTable`), initialised at
   ``sqrt(λ / λ_ref)`` (an MSE-optimal uniform quantiser's step scales as ``1 / sqrt(λ)``); learned, because
@@ -31,7 +32,7 @@ log-λ scale, ``train_margin`` of the span past both ends, so the served ends ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -62,12 +63,29 @@ class RateKnob:
     #: quality's λ, so the variable-rate model's default makes about the stream its ladder's default made; None:
     #: the middle code.
     default_lambda: Optional[float] = None
+    #: Positions of code 1 and of the top code on the scale; the codes in between are spread evenly. (0, 1) puts
+    #: them on ``lambda_low .. lambda_high``, the scale training validates on. Why it can differ: training draws
+    #: λ ``train_margin`` past both ends, and the anchors cover that whole range, so a weights version may serve
+    #: part of the margin (erstc-small-vr from v6 puts code 1 at -0.1: ~0.1 bpp, where position 0 made 0.14). The
+    #: span is a property of the weights file (``registry.export_state`` stores it, its sha256 covers it), so
+    #: a stream's code always means what it meant to the encoder.
+    code_span: Tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         if not (0 < self.lambda_low < self.lambda_high and 2 <= self.levels <= 255 and self.anchors >= 2):
             raise ValueError(f"invalid rate knob {self}")
         if any(not 1 <= c <= self.levels for c in self.validation_codes):
             raise ValueError(f"validation codes {self.validation_codes} outside 1..{self.levels}")
+        low, high = self.code_span
+        if not -self.train_margin <= low < high <= 1.0 + self.train_margin:
+            raise ValueError(
+                f"code span {self.code_span} is not an increasing span inside the trained positions "
+                f"[{-self.train_margin}, {1.0 + self.train_margin}]"
+            )
+
+    def with_code_span(self, span) -> "RateKnob":
+        """This scale with its codes over ``span`` (two positions; see :attr:`code_span`)."""
+        return replace(self, code_span=(float(span[0]), float(span[1])))
 
     @property
     def codes(self) -> range:
@@ -84,8 +102,10 @@ class RateKnob:
         return int(code)
 
     def position(self, code: int) -> float:
-        """Where ``code`` sits on the scale: 0.0 at code 1, 1.0 at the top code."""
-        return (self.check_code(code) - 1) / (self.levels - 1)
+        """Where ``code`` sits on the scale: :attr:`code_span` ``[0]`` at code 1 (0.0 by default), ``[1]`` at the
+        top code (1.0)."""
+        low, high = self.code_span
+        return low + (self.check_code(code) - 1) / (self.levels - 1) * (high - low)
 
     def lambda_at(self, position):
         """λ at a position (a float or a tensor of them) on the log-λ scale."""
@@ -100,7 +120,8 @@ class RateKnob:
     def nearest_code(self, lmbda: float) -> int:
         """The code whose λ is closest to ``lmbda`` on the log scale (clamped to the scale's ends)."""
         position = math.log(lmbda / self.lambda_low) / math.log(self.lambda_high / self.lambda_low)
-        return min(self.levels, max(1, round(1 + position * (self.levels - 1))))
+        low, high = self.code_span
+        return min(self.levels, max(1, round(1 + (position - low) / (high - low) * (self.levels - 1))))
 
     @property
     def default_code(self) -> int:

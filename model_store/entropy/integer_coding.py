@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -105,12 +105,8 @@ class IntegerEntropyPath:
         gains = biases = None
         table = getattr(model, "knob_table", None)
         if table is not None:
-            table = copy.deepcopy(table).double()  # each code's gains as the float64 path computes them
-            with torch.no_grad():
-                points = [table.at_code(code) for code in table.knob.codes]
-            gains = torch.stack([p.gain.detach().double() for p in points])
-            scale = 2.0 ** (frac + net.layers[0].shift)
-            biases = torch.round(torch.stack([p.bias.detach().double() for p in points]) * scale)
+            gains, raw_biases = _code_points(table)
+            biases = torch.round(raw_biases * 2.0 ** (frac + net.layers[0].shift))
         return cls(
             precision,
             IntegerHyperSynthesis.of(model.h_s, frac, bits),
@@ -120,6 +116,24 @@ class IntegerEntropyPath:
             gains,
             biases,
         )
+
+    def check_knob(self, model: nn.Module) -> None:
+        """ValueError unless the stored per-code gains are the ones ``model``'s knob table gives its codes now.
+
+        Why: the table maps codes to positions through the knob's :attr:`~RateKnob.code_span`, and the stored
+        gains were computed at export; a loader that spread the codes differently would code every latent on the
+        wrong grid (a garbage image, not an error). Cheap: ``levels`` interpolations, once per load."""
+        table = getattr(model, "knob_table", None)
+        if (table is None) != (self.knob_gains is None):
+            raise ValueError("the integer entropy path and the model disagree on whether it is variable-rate")
+        if table is None:
+            return
+        gains, _ = _code_points(table)
+        if gains.shape != self.knob_gains.shape or not torch.allclose(gains, self.knob_gains.cpu(), rtol=1e-12, atol=0):
+            raise ValueError(
+                f"the stored per-code gains do not match the knob's codes (code span {table.knob.code_span}): "
+                "the file was exported with another code -> position map"
+            )
 
     def _check_first_layer(self) -> None:
         """The first layer's accumulator is split (ψ half up front, context half per step, a code's bias): its
@@ -213,6 +227,17 @@ class IntegerEntropyPath:
 def has_integer_state(state: Dict[str, Tensor]) -> bool:
     """Whether a stored weights state carries an integer entropy path (a file made with one)."""
     return any(k.startswith(STATE_PREFIX) for k in state)
+
+
+def _code_points(table: nn.Module) -> Tuple[Tensor, Tensor]:
+    """Every code's gains ``(levels, M)`` and parameter-net biases ``(levels, E1)`` as the float64 path computes
+    them (a float64 copy of the knob table)."""
+    table = copy.deepcopy(table).double()
+    with torch.no_grad():
+        points = [table.at_code(code) for code in table.knob.codes]
+    return torch.stack([p.gain.detach().double() for p in points]), torch.stack(
+        [p.bias.detach().double() for p in points]
+    )
 
 
 def code_latents_integer(
