@@ -76,6 +76,8 @@ def evaluate_set(folder: Path, vr, family: Dict[int, object], limit, vr_float=No
     images = [np.ascontiguousarray(open_image(p)) for p in image_paths(folder, limit)]
     sides = ("family", "vr") + (("vr_float",) if vr_float is not None else ())
     sums = {(side, q): [0.0] * 4 for side in sides for q in family}
+    # the knob's own ends (issue #27: the scale must reach from ~0.1 bpp to 1.0+), where no matched pair codes them
+    ends = {code: [0.0] * 4 for code in (1, knob.levels) if code not in pairs.values()}
     for image in images:
         for q, codec in family.items():
             rows = [(("family", q), measure(codec, image)), (("vr", q), measure(vr, image, pairs[q]))]
@@ -83,7 +85,15 @@ def evaluate_set(folder: Path, vr, family: Dict[int, object], limit, vr_float=No
                 rows.append((("vr_float", q), measure(vr_float, image, pairs[q])))
             for key, row in rows:
                 sums[key] = [a + b for a, b in zip(sums[key], row)]
+        for code in ends:
+            ends[code] = [a + b for a, b in zip(ends[code], measure(vr, image, code))]
     n = len(images)
+    matched = {pairs[q]: sums[("vr", q)] for q in family}
+    knob_ends = {
+        str(code): {"bpp": totals[0] / n, "psnr": totals[1] / n}
+        for code in (1, knob.levels)
+        for totals in [ends.get(code) or matched[code]]
+    }
     points = {
         side: [
             {
@@ -115,6 +125,7 @@ def evaluate_set(folder: Path, vr, family: Dict[int, object], limit, vr_float=No
         "bd_rate_vs_family_percent": metrics.bd_rate(fam, var),
         "worst_gap_db": max((g for g in gaps if not math.isnan(g)), default=math.nan),
         "gaps_db": gaps,
+        "knob_ends": knob_ends,
         "time_ratio": time_ratio("vr"),
         **({"time_ratio_float_path": time_ratio("vr_float")} if vr_float is not None else {}),
     }
@@ -147,9 +158,14 @@ def markdown(doc: dict) -> str:
             ratio = s["time_ratio_float_path"]
             lines.append(f"| {Path(s['folder']).name} | {ratio['encode']:.2f} | {ratio['decode']:.2f} |")
     for s in doc["sets"]:
+        ends = s.get("knob_ends", {})
         lines += [
             "",
             f"## {Path(s['folder']).name}",
+            "",
+            "Knob range: "
+            + ", ".join(f"code {c} {p['bpp']:.4f} bpp / {p['psnr']:.2f} dB" for c, p in ends.items())
+            + ".",
             "",
             "| q | λ-matched code | family bpp / dB | variable-rate bpp / dB | gap (dB) |",
             "|---|---|---|---|---|",
