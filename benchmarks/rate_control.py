@@ -29,14 +29,16 @@ SHARES = (0.1, 0.3, 0.5, 0.7, 0.9)
 PSNR_SHARES = (0.25, 0.5, 0.75)
 
 
-def load_codec(weights: str, arch: str, preset: str, float_path: bool = False):
+def load_codec(weights: str, arch: str, preset: str, float_path: bool = False, code_span=None):
     """A codec on ``weights`` (a training checkpoint or a shipped fp16 file); ``float_path``: a shipped file's
-    integer entropy path left out, so the same weights code on the float64 path (what the path itself costs)."""
+    integer entropy path left out, so the same weights code on the float64 path (what the path itself costs).
+    Knob codes: a shipped file's own code span; a checkpoint's, the one its export would get (``code_span``, else
+    the preset's ``served_code_span``), so a preview measures the codes a release will serve."""
     import torch
 
-    from model_store.architectures.registry import create_model
+    from model_store.architectures.registry import create_model, get_preset
     from model_store.codec import ImageCodec, ModelIdentity
-    from model_store.registry import sha256_file
+    from model_store.registry import sha256_file, with_optional_modules
     from model_store.train import load_weights_only
 
     model = create_model(arch, preset, 1)
@@ -49,9 +51,15 @@ def load_codec(weights: str, arch: str, preset: str, float_path: bool = False):
         state = load_file(str(weights))
         load_state(model, {k: v for k, v in state.items() if not (float_path and k.startswith(STATE_PREFIX))})
         model.eval()
+        if code_span is not None and tuple(code_span) != model.rate_knob.code_span:
+            raise SystemExit(f"{weights} spreads its codes over {model.rate_knob.code_span}, not {tuple(code_span)}")
     else:
+        with_optional_modules(model, torch.load(weights, map_location="cpu", weights_only=False)["model"])
         if load_weights_only(model, weights):
             raise SystemExit(f"{weights} is not a complete {arch}-{preset} model")
+        span = code_span or get_preset(arch, preset).served_code_span
+        if span is not None:
+            model.use_code_span(span)
         model.eval()
         with torch.no_grad():
             model.update(force=True)
@@ -80,7 +88,7 @@ def run(args) -> dict:
     from model_store.rate_control import PSNR_SLACK, TOLERANCE, RateTarget, compress_to_target
 
     torch.set_num_threads(args.threads)
-    codec = load_codec(args.weights, args.arch, args.preset)
+    codec = load_codec(args.weights, args.arch, args.preset, code_span=args.code_span)
     top = codec.rate_knob.levels
     height, width = (int(v) for v in args.crop.split("x"))
     rows = []
@@ -204,6 +212,14 @@ def plot(doc: dict, out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True)
+    parser.add_argument(
+        "--code-span",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="a checkpoint's knob codes over these positions (default: the preset's served span)",
+    )
     parser.add_argument("--arch", default="erstc")
     parser.add_argument("--preset", default="small-vr")
     parser.add_argument("--images", type=Path, default=None)

@@ -181,6 +181,14 @@ def markdown(doc: dict) -> str:
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", required=True, help="variable-rate checkpoint (.pt) or fp16 file")
+    parser.add_argument(
+        "--code-span",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="a checkpoint's knob codes over these positions (default: the preset's served span)",
+    )
     parser.add_argument("--arch", default="erstc")
     parser.add_argument("--preset", default="small-vr")
     parser.add_argument("--family", default="erstc-small", help="the per-λ model id to compare with")
@@ -195,8 +203,12 @@ def main(argv: List[str] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    vr = load_codec(args.weights, args.arch, args.preset)
-    vr_float = load_codec(args.weights, args.arch, args.preset, float_path=True) if args.float_path_timing else None
+    vr = load_codec(args.weights, args.arch, args.preset, code_span=args.code_span)
+    vr_float = (
+        load_codec(args.weights, args.arch, args.preset, float_path=True, code_span=args.code_span)
+        if args.float_path_timing
+        else None
+    )
     family = family_codecs(args.family)
     doc = {
         "model": f"{args.arch}-{args.preset}",

@@ -112,10 +112,24 @@ def weights_path(version_dir: Path, item: dict) -> Path:
     return version_dir.parent / stored_in / name
 
 
+def _code_span(value, manifest: dict) -> Optional[tuple]:
+    """A manifest's ``variable_rate.code_span`` as a checked pair (None where it has none)."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+        knob = get_preset(manifest["arch"], manifest["preset"]).rate_knob
+        if knob is None:
+            raise ValueError("the preset has no knob")
+        knob.with_code_span((low, high))  # checks the span against the knob's trained positions
+    except (TypeError, ValueError) as e:
+        raise WeightsFileError(f"{manifest['model']} {manifest['version']}: bad code_span {value!r} ({e})") from None
+    return (low, high)
+
+
 def _entries(manifest: dict) -> Dict[int, WeightsEntry]:
     variable = manifest.get("variable_rate")
-    span = variable.get("code_span") if variable else None
-    span = tuple(float(v) for v in span) if span is not None else None
+    span = _code_span(variable.get("code_span"), manifest) if variable else None
 
     def entry(quality: int, item: dict, lmbda: float, listed: bool = True) -> WeightsEntry:
         return WeightsEntry(
@@ -333,10 +347,13 @@ def load_state(model: LearnedImageCodec, state: Dict[str, torch.Tensor]) -> None
     integer = {k: v for k, v in state.items() if k.startswith(INTEGER_STATE_PREFIX)}
     span = state.get(CODE_SPAN_KEY)
     state = {k: v for k, v in state.items() if k not in integer and k != CODE_SPAN_KEY}
-    if span is not None:
-        if model.rate_knob is None or span.shape != (2,):
-            raise WeightsFileError(f"a code span {span.tolist()} for a model without a knob of that kind")
-        model.use_code_span(span.double().tolist())
+    if span is not None and (model.rate_knob is None or span.shape != (2,)):
+        raise WeightsFileError(f"a code span {span.tolist()} for a model without a knob of that kind")
+    if model.rate_knob is not None:  # a file without a span means 0..1, whatever the model held before
+        try:
+            model.use_code_span(span.double().tolist() if span is not None else RateKnob.code_span)
+        except ValueError as e:
+            raise WeightsFileError(f"the file's code span {span.tolist()} is not one its knob allows ({e})") from None
     with_optional_modules(model, state)
     model.load_state_dict(with_model_constants(model, float_state(state)))
     model.integer_entropy = IntegerEntropyPath.from_state(model, integer) if integer else None
@@ -511,9 +528,12 @@ def _write_variable_rate_version(
             raise ValueError("a variable-rate version ships one file: every listed code must name the same weights")
     model_id = f"{arch}-{preset}"
     folder = root / model_id / version
-    span = code_span if code_span is not None else get_preset(arch, preset).served_code_span
-    for model in models.values():
-        model.use_code_span(span or RateKnob.code_span)
+    span = tuple(code_span or get_preset(arch, preset).served_code_span or RateKnob.code_span)
+    for model in models.values():  # set on the models themselves: export_state computes the integer tables from it
+        held = model.rate_knob.code_span
+        if held != RateKnob.code_span and held != span:
+            raise ValueError(f"a model holds code span {held}, the export asks for {span}: say which one")
+        model.use_code_span(span)
     knob = first.rate_knob
     digest = save_weights(first, folder / VARIABLE_RATE_FILE, metadata={"model": model_id, "levels": str(knob.levels)})
     size = (folder / VARIABLE_RATE_FILE).stat().st_size

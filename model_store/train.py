@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from model_store.architectures.base import LearnedImageCodec, total_bpp
 from model_store.architectures.registry import create_model, get_preset
 from model_store.codec import canonical_copy, pad_to_multiple
-from model_store.errors import UncodableLatentError
+from model_store.errors import UncodableLatentError, UnknownModelError
 
 
 @dataclass
@@ -279,12 +279,21 @@ def validate(
     return {k: v / max(len(images), 1) for k, v in totals.items()}
 
 
-def validate_rate_knob(model: LearnedImageCodec, images: List[torch.Tensor], device, metric: str = "decoded") -> Dict:
+def validate_rate_knob(
+    model: LearnedImageCodec,
+    images: List[torch.Tensor],
+    device,
+    metric: str = "decoded",
+    served_code_span: Optional[Tuple[float, float]] = None,
+) -> Dict:
     """A variable-rate model scored at each of its knob's ``validation_codes`` (at that code's λ).
 
     ``loss`` is the geometric mean of the per-code losses: a change of x % at any rate counts the same, as in a
     BD-rate, where an arithmetic mean would let the high-rate codes (losses ~10x the low-rate ones) decide alone.
-    ``bpp`` and ``psnr`` are means over the codes; ``levels`` keeps each code's numbers.
+    ``bpp`` and ``psnr`` are means over the codes; ``levels`` keeps each code's numbers. With
+    ``served_code_span`` (the preset's, where exports spread their codes differently) ``served_bottom`` also scores
+    code 1 of that span, the lowest rate a release will serve; it stays out of ``loss``, so runs remain comparable
+    with every run before it.
     """
     knob = model.rate_knob
     levels = {
@@ -294,7 +303,15 @@ def validate_rate_knob(model: LearnedImageCodec, images: List[torch.Tensor], dev
     losses = [v["loss"] for v in levels.values()]
     loss = math.inf if any(not math.isfinite(v) for v in losses) else math.exp(sum(map(math.log, losses)) / len(losses))
     mean = {k: sum(v[k] for v in levels.values()) / len(levels) for k in ("bpp", "psnr")}
-    return {"loss": loss, **mean, "levels": levels}
+    out = {"loss": loss, **mean, "levels": levels}
+    if served_code_span is not None and tuple(served_code_span) != knob.code_span:
+        served = knob.with_code_span(served_code_span)
+        model.use_code_span(served_code_span)
+        try:
+            out["served_bottom"] = validate(model, images, served.code_lambda(1), device, metric, knob=1)
+        finally:
+            model.use_code_span(knob.code_span)
+    return out
 
 
 class WeightAverage:
@@ -449,6 +466,7 @@ def train(cfg: TrainConfig) -> Path:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     knob = get_preset(cfg.arch, cfg.preset).rate_knob
+    served_code_span = get_preset(cfg.arch, cfg.preset).served_code_span  # what exports will serve
     if knob is not None and cfg.lmbda is not None:
         raise ValueError(f"{cfg.arch}-{cfg.preset} is variable-rate: it draws λ per crop, --lmbda does not apply")
     lmbda = cfg.lmbda if cfg.lmbda is not None else float(get_preset(cfg.arch, cfg.preset).lambdas[cfg.quality])
@@ -509,7 +527,7 @@ def train(cfg: TrainConfig) -> Path:
     def score(m: LearnedImageCodec) -> Dict:
         """Validation as the run chooses by: one λ, or a variable-rate model's codes (``validate_rate_knob``)."""
         if knob is not None:
-            return validate_rate_knob(m, val_images, device, cfg.val_metric)
+            return validate_rate_knob(m, val_images, device, cfg.val_metric, served_code_span)
         return validate(m, val_images, lmbda, device, cfg.val_metric)
 
     if resumed_metric != cfg.val_metric and (out / "best.pt").exists():
@@ -634,6 +652,15 @@ def environment() -> Dict[str, str]:
 REUSE_PREFIX = "@"
 
 
+def _ladder_lambdas(arch: str, preset: str) -> List[float]:
+    """The per-λ sibling preset's λ (``small-vr`` -> ``small``), where there is one: the points a variable-rate
+    release is measured at."""
+    try:
+        return sorted(get_preset(arch, preset.removesuffix("-vr")).lambdas.values())
+    except UnknownModelError:
+        return []
+
+
 def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Optional[str] = None) -> Path:
     """Package trained checkpoints as shipped fp16 weights with a manifest.
 
@@ -642,6 +669,15 @@ def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Opt
     """
     from model_store import registry
 
+    knob = get_preset(arch, preset).rate_knob
+    if knob is not None:  # a release lists the codes it measures; the default must be one (GET /v1/models shows it)
+        served = knob.with_code_span(get_preset(arch, preset).served_code_span or knob.code_span)
+        if served.default_code not in runs:
+            raise ValueError(
+                f"list the default code {served.default_code} of {arch}-{preset} (what a request without a quality "
+                f"gets at the exported code span {served.code_span}); its λ-nearest codes: "
+                + ", ".join(f"λ {lam:g} -> {served.nearest_code(lam)}" for lam in _ladder_lambdas(arch, preset))
+            )
     reused = {q: v[len(REUSE_PREFIX) :] for q, v in runs.items() if v.startswith(REUSE_PREFIX)}
     models, recipe = {}, {"runs": {}, "environment": environment()}
     for quality, old_version in sorted(reused.items()):

@@ -134,3 +134,47 @@ def test_a_span_on_a_per_lambda_export_is_refused(tmp_path):
         registry.write_model_version(
             {1: create_model("erstc", "tiny", 1)}, "erstc", "tiny", "v1", root=tmp_path, code_span=SPAN
         )
+
+
+def test_a_file_without_a_span_resets_a_model_that_held_one():
+    """A file without the key means 0..1: loading it into a model that held another span must not keep that one
+    (the float64 path has no stored gains to catch it)."""
+    state = registry.export_state(tiny_vr())
+    model = tiny_vr()
+    model.use_code_span(SPAN)
+    registry.load_state(model, {k: v for k, v in state.items() if not k.startswith("integer_entropy.")})
+    assert model.rate_knob.code_span == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("bad", [[-0.1, 1.0, 5.0], [-0.5, 1.0], ["a", 1.0], 3])
+def test_a_malformed_manifest_span_is_a_weights_error(tmp_path, bad):
+    folder = export(tmp_path, SPAN)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["variable_rate"]["code_span"] = bad
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    registry.refresh()
+    try:
+        with pytest.raises(WeightsFileError, match="bad code_span"):
+            registry.resolve("erstc-tiny-vr", 1, root=tmp_path)
+    finally:
+        registry.refresh()
+
+
+def test_an_export_refuses_to_overwrite_a_span_the_model_already_holds(tmp_path):
+    model = tiny_vr()
+    model.use_code_span((-0.05, 1.0))
+    with pytest.raises(ValueError, match="say which one"):
+        registry.write_model_version({1: model}, "erstc", "tiny-vr", "v1", root=tmp_path, code_span=SPAN)
+
+
+def test_training_validation_also_scores_the_served_bottom_outside_its_loss():
+    from model_store.train import validate_rate_knob
+
+    model = tiny_vr()
+    model.update(force=True)
+    images = [torch.from_numpy(natural_image(64, 64, seed=1)).permute(2, 0, 1).float() / 255]
+    plain = validate_rate_knob(model, images, torch.device("cpu"))
+    served = validate_rate_knob(model, images, torch.device("cpu"), served_code_span=SPAN)
+    assert "served_bottom" not in plain and served["loss"] == plain["loss"]  # runs stay comparable
+    assert served["served_bottom"]["bpp"] <= plain["levels"]["1"]["bpp"]  # a coarser grid than code 1 at 0..1
+    assert model.rate_knob.code_span == (0.0, 1.0)  # and the model is left on the training scale

@@ -240,11 +240,12 @@ def test_an_exported_variable_rate_version_is_one_file_that_serves_every_code(im
     out = tmp_path / "run"
     train(dataclasses.replace(tiny_config(image_dirs, out, steps=1), arch="erstc", preset="tiny-vr", quality=1))
     root = tmp_path / "weights"
-    folder = export("erstc", "tiny-vr", "v1", {1: str(out / "last.pt"), 16: str(out / "last.pt")}, root=str(root))
+    ckpt = str(out / "last.pt")
+    folder = export("erstc", "tiny-vr", "v1", {1: ckpt, 8: ckpt, 16: ckpt}, root=str(root))
     assert sorted(p.name for p in folder.glob("*.safetensors")) == [registry.VARIABLE_RATE_FILE]
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["variable_rate"] == {"levels": 16} and sorted(manifest["qualities"]) == ["1", "16"]
-    assert registry.shipped_models(root)["erstc-tiny-vr"] == [1, 16]  # what the release measured
+    assert manifest["variable_rate"] == {"levels": 16} and sorted(manifest["qualities"]) == ["1", "16", "8"]
+    assert registry.shipped_models(root)["erstc-tiny-vr"] == [1, 8, 16]  # what the release measured
     unlisted = registry.resolve("erstc-tiny-vr", 7, root=root)  # any code resolves to the one file
     assert not unlisted.listed and unlisted.lmbda == pytest.approx(ERSTC_TINY_KNOB.code_lambda(7))
     img = natural_image(64, 64)
@@ -265,4 +266,16 @@ def test_a_variable_rate_version_refuses_two_different_weights(image_dirs, tmp_p
         train(dataclasses.replace(cfg, seed=seed))
         runs.append(str(out / "last.pt"))
     with pytest.raises(ValueError, match="one file"):
-        export("erstc", "tiny-vr", "v1", {1: runs[0], 16: runs[1]}, root=str(tmp_path / "weights"))
+        export("erstc", "tiny-vr", "v1", {1: runs[0], 8: runs[0], 16: runs[1]}, root=str(tmp_path / "weights"))
+
+
+def test_a_release_must_list_the_default_code_and_is_told_which_it_is(image_dirs, tmp_path):  # noqa: F811
+    """GET /v1/models shows the default quality's measured numbers, so a release that did not measure the default
+    code (it moves with the code span) is refused before anything is written."""
+    from model_store.train import export
+
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config(image_dirs, out, steps=1), arch="erstc", preset="tiny-vr", quality=1))
+    with pytest.raises(ValueError, match="list the default code 8"):
+        export("erstc", "tiny-vr", "v1", {1: str(out / "last.pt"), 16: str(out / "last.pt")}, root=str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

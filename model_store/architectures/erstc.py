@@ -382,6 +382,7 @@ def _variable_rate(
     return Preset(
         arch="erstc",
         name=name,
+        # on the training scale (0..1): a version's own λ per code is its registry entry's (code span applied)
         lambdas={code: knob.code_lambda(code) for code in knob.codes},
         build=lambda q: ERSTC(cfg).add_rate_knob(knob),
         description=description,

@@ -26,7 +26,9 @@ Data flow (CAM context models, :mod:`model_store.entropy.causal_context`)::
         y ──▶ symbol = round((y - μ)·a) ──rANS(σ·a)──▶ ŷ = symbol / a + μ ──▶ g_s
 
 Training (``model_store.train`` on a preset with a ``rate_knob``) draws each crop's position uniformly on the
-log-λ scale, ``train_margin`` of the span past both ends, so the served ends are not the edge of what the model saw.
+log-λ scale, ``train_margin`` of the span past both ends, so the served ends are not the edge of what the model saw
+(a version may spread its codes into that margin: erstc-small-vr from v6 serves code 1 at the bottom edge, -0.1,
+for ~0.1 bpp; training reports that point as ``served_bottom`` beside its usual codes).
 """
 
 from __future__ import annotations
