@@ -534,7 +534,9 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             None,
             ge=1,
             description="quality level of the model (1 = smallest files); the model's default_quality when omitted; "
-            "see GET /v1/models (a variable-rate model takes any integer 1..levels)",
+            "see GET /v1/models (a variable-rate model takes any integer 1..levels; a code's rate point belongs to "
+            "the weights version serving it and may move in a new version: for a stable size ask for target_bpp "
+            "or max_bytes)",
         ),
         max_bytes: Optional[int] = Query(
             None,
