@@ -29,6 +29,18 @@ SHARES = (0.1, 0.3, 0.5, 0.7, 0.9)
 PSNR_SHARES = (0.25, 0.5, 0.75)
 
 
+def add_code_span_argument(parser) -> None:
+    """``--code-span LOW HIGH`` for :func:`load_codec` (benchmarks that load a checkpoint or a shipped file)."""
+    parser.add_argument(
+        "--code-span",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="a checkpoint's knob codes over these positions (default: the preset's served span)",
+    )
+
+
 def load_codec(weights: str, arch: str, preset: str, float_path: bool = False, code_span=None):
     """A codec on ``weights`` (a training checkpoint or a shipped fp16 file); ``float_path``: a shipped file's
     integer entropy path left out, so the same weights code on the float64 path (what the path itself costs).
@@ -212,14 +224,7 @@ def plot(doc: dict, out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True)
-    parser.add_argument(
-        "--code-span",
-        type=float,
-        nargs=2,
-        default=None,
-        metavar=("LOW", "HIGH"),
-        help="a checkpoint's knob codes over these positions (default: the preset's served span)",
-    )
+    add_code_span_argument(parser)
     parser.add_argument("--arch", default="erstc")
     parser.add_argument("--preset", default="small-vr")
     parser.add_argument("--images", type=Path, default=None)

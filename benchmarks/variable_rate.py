@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.effort import image_paths  # noqa: E402
-from benchmarks.rate_control import load_codec  # noqa: E402
+from benchmarks.rate_control import add_code_span_argument, load_codec  # noqa: E402
 from benchmarks.report import RESULTS, machine, write_results  # noqa: E402
 
 #: The issue's acceptance for CAM-context families (channel-conditional ones: +3 %).
@@ -181,14 +181,7 @@ def markdown(doc: dict) -> str:
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", required=True, help="variable-rate checkpoint (.pt) or fp16 file")
-    parser.add_argument(
-        "--code-span",
-        type=float,
-        nargs=2,
-        default=None,
-        metavar=("LOW", "HIGH"),
-        help="a checkpoint's knob codes over these positions (default: the preset's served span)",
-    )
+    add_code_span_argument(parser)
     parser.add_argument("--arch", default="erstc")
     parser.add_argument("--preset", default="small-vr")
     parser.add_argument("--family", default="erstc-small", help="the per-λ model id to compare with")
