@@ -13,7 +13,8 @@ still name them. Retiring such a file removes it from the tree but never from th
   into any weights root, after which those streams decode bit-exactly as before (tests/test_golden_streams.py
   decodes every golden stream of a retired file that way).
 
-Only files that no newest version serves can be retired, so what the service loads at start never changes.
+Only files that no newest version serves can be retired, so what the service loads at start never changes, and
+the default model's previous version is kept one release longer (:func:`previous_default_files`).
 
     python -m model_store.retirement list                      what is retired, and what could be
     python -m model_store.retirement retire [--dry-run]        retire every superseded file (after a release commit;
@@ -87,10 +88,28 @@ def weights_files(root: Path = registry.WEIGHTS_ROOT) -> Dict[Path, WeightsFile]
     }
 
 
+def previous_default_files(root: Path = registry.WEIGHTS_ROOT) -> set:
+    """Files of the default model's version before its newest: kept installed, not superseded.
+
+    Why: the default model's streams are the ones clients store in bulk, and the version a release just replaced
+    made all of them until that release; retiring it at once would answer every one of them 410 until an operator
+    restores it. One version back is kept (its streams decode as they did); the release after retires it. Only for
+    a default the root names (``default.json``), not one inferred from what happens to be installed."""
+    if not (root / "default.json").is_file():
+        return set()
+    versions = registry._all_versions(root).get(registry.default_model(root), {})
+    if len(versions) < 2:
+        return set()
+    previous = sorted(versions, key=registry._version_key)[-2]
+    return {entry.path for entry in versions[previous].values()}
+
+
 def superseded(root: Path = registry.WEIGHTS_ROOT) -> List[WeightsFile]:
-    """Files present under ``root`` that no model's newest version serves and that are not retired yet (what
-    ``retire`` would remove; a restored file is left where a restore put it)."""
+    """Files present under ``root`` that no model's newest version serves, that are not the default model's previous
+    version (:func:`previous_default_files`) and that are not retired yet (what ``retire`` would remove; a restored
+    file is left where a restore put it)."""
     served = {entry.path for entries in registry._index(root).values() for entry in entries.values()}
+    served |= previous_default_files(root)
     return [f for path, f in weights_files(root).items() if path not in served and path.is_file() and not f.retired]
 
 

@@ -148,12 +148,31 @@ def test_a_release_cannot_serve_a_retired_file_without_restoring_it(tmp_path):
 
 def test_the_repository_serves_no_retired_file_and_carries_every_file_it_serves():
     """What a checkout serves is all present; what it does not serve any more has been retired (release.sh
-    retires after every release), so the weights budget holds served files only."""
+    retires after every release), so the weights budget holds served files, and the default model's previous
+    version, only."""
     registry.refresh()
     for entries in registry._index().values():
         for entry in entries.values():
             assert entry.path.is_file() and not entry.retired, (entry.model_id, entry.version, entry.quality)
     assert retirement.superseded() == []
+    assert all(path.is_file() for path in retirement.previous_default_files())
+
+
+def test_the_default_models_previous_version_is_kept_until_the_release_after(tmp_path):
+    """Clients store the default model's streams in bulk: the version a release just replaced is not superseded
+    (its streams decode without a restore); one release later it is."""
+    repo = make_repo(tmp_path)
+    root = repo / "weights"
+    assert len(retirement.superseded(root)) == len(QUALITIES)  # no default.json: nothing is kept
+    (root / "default.json").write_text(json.dumps({"model": MODEL}))
+    assert retirement.superseded(root) == [] and len(retirement.previous_default_files(root)) == len(QUALITIES)
+    models = {}
+    for quality in QUALITIES:
+        torch.manual_seed(900 + quality)
+        models[quality] = TinyHyperprior()
+    registry.write_model_version(models, ARCH, PRESET, "3", root=root)
+    registry.refresh()
+    assert sorted(f.path.parent.name for f in retirement.superseded(root)) == ["1"] * len(QUALITIES)
 
 
 def test_a_file_named_by_many_qualities_is_labelled_by_runs_not_by_every_code():
