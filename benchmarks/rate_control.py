@@ -45,7 +45,7 @@ def load_codec(weights: str, arch: str, preset: str, float_path: bool = False, c
     """A codec on ``weights`` (a training checkpoint or a shipped fp16 file); ``float_path``: a shipped file's
     integer entropy path left out, so the same weights code on the float64 path (what the path itself costs).
     Knob codes: a shipped file's own code span; a checkpoint's, the one its export would get (``code_span``, else
-    the preset's ``served_code_span``), so a preview measures the codes a release will serve."""
+    the preset's ``served_knob``), so a preview measures the codes a release will serve."""
     import torch
 
     from model_store.architectures.registry import create_model, get_preset
@@ -69,9 +69,8 @@ def load_codec(weights: str, arch: str, preset: str, float_path: bool = False, c
         with_optional_modules(model, torch.load(weights, map_location="cpu", weights_only=False)["model"])
         if load_weights_only(model, weights):
             raise SystemExit(f"{weights} is not a complete {arch}-{preset} model")
-        span = code_span or get_preset(arch, preset).served_code_span
-        if span is not None:
-            model.use_code_span(span)
+        if model.rate_knob is not None:
+            model.use_code_span(code_span or get_preset(arch, preset).served_knob.code_span)
         model.eval()
         with torch.no_grad():
             model.update(force=True)

@@ -88,12 +88,8 @@ def evaluate_set(folder: Path, vr, family: Dict[int, object], limit, vr_float=No
         for code in ends:
             ends[code] = [a + b for a, b in zip(ends[code], measure(vr, image, code))]
     n = len(images)
-    matched = {pairs[q]: sums[("vr", q)] for q in family}
-    knob_ends = {
-        str(code): {"bpp": totals[0] / n, "psnr": totals[1] / n}
-        for code in (1, knob.levels)
-        for totals in [ends.get(code) or matched[code]]
-    }
+    totals = {**{pairs[q]: sums[("vr", q)] for q in family}, **ends}  # per code, measured once
+    knob_ends = {str(c): {"bpp": totals[c][0] / n, "psnr": totals[c][1] / n} for c in (1, knob.levels)}
     points = {
         side: [
             {

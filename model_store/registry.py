@@ -516,7 +516,7 @@ def _write_variable_rate_version(
     code_span: Optional[tuple] = None,
 ) -> Path:
     """A variable-rate model's version: one file, the manifest listing ``models``' codes (the measured ones), the
-    codes spread over ``code_span`` (None: the preset's :attr:`~Preset.served_code_span`, else 0..1)."""
+    codes spread over ``code_span`` (None: the preset's :attr:`~Preset.served_knob`)."""
     if reused:
         raise ValueError("a variable-rate version ships its one file; it cannot reuse per-quality files")
     if not models:
@@ -528,7 +528,7 @@ def _write_variable_rate_version(
             raise ValueError("a variable-rate version ships one file: every listed code must name the same weights")
     model_id = f"{arch}-{preset}"
     folder = root / model_id / version
-    span = tuple(code_span or get_preset(arch, preset).served_code_span or RateKnob.code_span)
+    span = tuple(code_span) if code_span is not None else get_preset(arch, preset).served_knob.code_span
     for model in models.values():  # set on the models themselves: export_state computes the integer tables from it
         held = model.rate_knob.code_span
         if held != RateKnob.code_span and held != span:

@@ -290,10 +290,10 @@ def validate_rate_knob(
 
     ``loss`` is the geometric mean of the per-code losses: a change of x % at any rate counts the same, as in a
     BD-rate, where an arithmetic mean would let the high-rate codes (losses ~10x the low-rate ones) decide alone.
-    ``bpp`` and ``psnr`` are means over the codes; ``levels`` keeps each code's numbers. With
-    ``served_code_span`` (the preset's, where exports spread their codes differently) ``served_bottom`` also scores
-    code 1 of that span, the lowest rate a release will serve; it stays out of ``loss``, so runs remain comparable
-    with every run before it.
+    ``bpp`` and ``psnr`` are means over the codes; ``levels`` keeps each code's numbers. Where
+    ``served_code_span`` (the preset's :attr:`~Preset.served_knob`) spreads the codes differently, ``served_bottom``
+    also scores code 1 of that span, the lowest rate a release will serve; it stays out of ``loss``, so runs remain
+    comparable with every run before it.
     """
     knob = model.rate_knob
     levels = {
@@ -305,10 +305,9 @@ def validate_rate_knob(
     mean = {k: sum(v[k] for v in levels.values()) / len(levels) for k in ("bpp", "psnr")}
     out = {"loss": loss, **mean, "levels": levels}
     if served_code_span is not None and tuple(served_code_span) != knob.code_span:
-        served = knob.with_code_span(served_code_span)
         model.use_code_span(served_code_span)
         try:
-            out["served_bottom"] = validate(model, images, served.code_lambda(1), device, metric, knob=1)
+            out["served_bottom"] = validate(model, images, model.rate_knob.code_lambda(1), device, metric, knob=1)
         finally:
             model.use_code_span(knob.code_span)
     return out
@@ -466,7 +465,7 @@ def train(cfg: TrainConfig) -> Path:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     knob = get_preset(cfg.arch, cfg.preset).rate_knob
-    served_code_span = get_preset(cfg.arch, cfg.preset).served_code_span  # what exports will serve
+    served_knob = get_preset(cfg.arch, cfg.preset).served_knob  # what its exports will serve
     if knob is not None and cfg.lmbda is not None:
         raise ValueError(f"{cfg.arch}-{cfg.preset} is variable-rate: it draws λ per crop, --lmbda does not apply")
     lmbda = cfg.lmbda if cfg.lmbda is not None else float(get_preset(cfg.arch, cfg.preset).lambdas[cfg.quality])
@@ -527,7 +526,7 @@ def train(cfg: TrainConfig) -> Path:
     def score(m: LearnedImageCodec) -> Dict:
         """Validation as the run chooses by: one λ, or a variable-rate model's codes (``validate_rate_knob``)."""
         if knob is not None:
-            return validate_rate_knob(m, val_images, device, cfg.val_metric, served_code_span)
+            return validate_rate_knob(m, val_images, device, cfg.val_metric, served_knob.code_span)
         return validate(m, val_images, lmbda, device, cfg.val_metric)
 
     if resumed_metric != cfg.val_metric and (out / "best.pt").exists():
@@ -669,9 +668,8 @@ def export(arch: str, preset: str, version: str, runs: Dict[int, str], root: Opt
     """
     from model_store import registry
 
-    knob = get_preset(arch, preset).rate_knob
-    if knob is not None:  # a release lists the codes it measures; the default must be one (GET /v1/models shows it)
-        served = knob.with_code_span(get_preset(arch, preset).served_code_span or knob.code_span)
+    served = get_preset(arch, preset).served_knob
+    if served is not None:  # a release lists the codes it measures; the default must be one (GET /v1/models shows it)
         if served.default_code not in runs:
             raise ValueError(
                 f"list the default code {served.default_code} of {arch}-{preset} (what a request without a quality "

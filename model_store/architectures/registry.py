@@ -54,6 +54,14 @@ class Preset:
     integer_entropy: Optional[IntegerPrecision] = None
 
     @property
+    def served_knob(self) -> Optional[RateKnob]:
+        """The knob a new export of this preset serves: :attr:`rate_knob` with :attr:`served_code_span` (None for
+        a per-λ preset). The one place export, training's ``served_bottom`` and benchmarks read it from."""
+        if self.rate_knob is None or self.served_code_span is None:
+            return self.rate_knob
+        return self.rate_knob.with_code_span(self.served_code_span)
+
+    @property
     def qualities(self) -> List[int]:
         return sorted(self.lambdas)
 
